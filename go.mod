@@ -1,0 +1,3 @@
+module github.com/cmkrotator/cmkrotator
+
+go 1.26.8

@@ -1,0 +1,80 @@
+package rotation_test
+
+import (
+	"testing"
+
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+func TestParseKeyURL(t *testing.T) {
+	tests := []struct {
+		in   string
+		want rotation.KeyRef
+	}{
+		{"https://kv1.vault.azure.net/keys/k1", rotation.KeyRef{Vault: "kv1.vault.azure.net", Name: "k1"}},
+		{"https://kv1.vault.azure.net/keys/k1/", rotation.KeyRef{Vault: "kv1.vault.azure.net", Name: "k1"}},
+		{"https://KV1.Vault.Azure.NET/keys/K1/abc123", rotation.KeyRef{Vault: "kv1.vault.azure.net", Name: "K1", Version: "abc123"}},
+		{"https://hsm1.managedhsm.azure.net/keys/k1/v1", rotation.KeyRef{Vault: "hsm1.managedhsm.azure.net", Name: "k1", Version: "v1"}},
+		{"https://kv.vault.azure.cn/keys/k/v", rotation.KeyRef{Vault: "kv.vault.azure.cn", Name: "k", Version: "v"}},
+		{"https://127.0.0.1:8443/keys/k/v", rotation.KeyRef{Vault: "127.0.0.1:8443", Name: "k", Version: "v"}},
+		{" https://kv1.vault.azure.net/keys/k1/v2 ", rotation.KeyRef{Vault: "kv1.vault.azure.net", Name: "k1", Version: "v2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := rotation.ParseKeyURL(tt.in)
+			if err != nil {
+				t.Fatalf("ParseKeyURL: %v", err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseKeyURL_Errors(t *testing.T) {
+	for _, in := range []string{
+		"",
+		"http://kv1.vault.azure.net/keys/k1",
+		"https://kv1.vault.azure.net/secrets/k1/v1",
+		"https://kv1.vault.azure.net/keys/",
+		"https://kv1.vault.azure.net/keys/k1/v1/extra",
+		"https://kv1.vault.azure.net/keys/k_1",
+		"https://kv1.vault.azure.net/keys/k1?api-version=7.4",
+		"kv1.vault.azure.net/keys/k1",
+		"https:///keys/k1",
+	} {
+		if got, err := rotation.ParseKeyURL(in); err == nil {
+			t.Errorf("ParseKeyURL(%q) = %+v, want error", in, got)
+		}
+	}
+}
+
+func TestKeyRef_SameKey(t *testing.T) {
+	a, _ := rotation.ParseKeyURL("https://kv1.vault.azure.net/keys/CMK/v1")
+	b, _ := rotation.ParseKeyURL("https://KV1.vault.azure.net/keys/cmk")
+	c, _ := rotation.ParseKeyURL("https://kv1.vault.azure.net/keys/cmk-old")
+	if !a.SameKey(b) {
+		t.Errorf("%v and %v: got different keys, want the same", a, b)
+	}
+	if a.SameKey(c) {
+		t.Errorf("%v and %v: got the same key, want different", a, c)
+	}
+}
+
+func TestIsLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.0.0.1:8443":       true,
+		"[::1]:443":            true,
+		"localhost":            true,
+		"kv1.localhost:9000":   true,
+		"kv1.vault.azure.net":  false,
+		"localhost.evil.com":   false,
+		"10.0.0.1":             false,
+		"127.0.0.1.nip.io:443": false,
+	} {
+		if got := rotation.IsLoopbackHost(host); got != want {
+			t.Errorf("IsLoopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

@@ -1,0 +1,65 @@
+package rotation
+
+// Outcome is how one server ended.
+type Outcome string
+
+const (
+	Rotated Outcome = "rotated" // PATCHed and confirmed by a GET
+	Current Outcome = "current" // already on the target; nothing written
+	Skipped Outcome = "skipped" // deliberately left alone; Reason says why
+	Failed  Outcome = "failed"  // could not be brought to the target
+)
+
+// ServerResult is the outcome for one server of one rotation.
+type ServerResult struct {
+	ID              string  `json:"id"`
+	Outcome         Outcome `json:"outcome"`
+	Reason          string  `json:"reason,omitempty"`
+	PreviousVersion string  `json:"previousVersion,omitempty"`
+	Version         string  `json:"version,omitempty"` // the version the server is on now (or would be, in a dry run)
+	Retryable       bool    `json:"retryable,omitempty"`
+	WouldPatch      bool    `json:"wouldPatch,omitempty"` // dry run: a PATCH would have been sent
+}
+
+// Report is the result of rotating one key.
+type Report struct {
+	Key           string         `json:"key"` // versionless key URL
+	TargetVersion string         `json:"targetVersion,omitempty"`
+	DryRun        bool           `json:"dryRun,omitempty"`
+	Servers       []ServerResult `json:"servers"`
+
+	// Error is set when the key itself could not be handled (not
+	// subscribed, target invalid, vault unreachable); then Servers may be
+	// empty. Retryable says whether a redelivery could succeed.
+	Error     string `json:"error,omitempty"`
+	Retryable bool   `json:"retryable,omitempty"`
+}
+
+// Final reports whether nothing in the report could succeed on a retry
+// that has not already succeeded: no retryable key error and no retryable
+// server failure.
+func (r Report) Final() bool {
+	if r.Error != "" && r.Retryable {
+		return false
+	}
+	for _, s := range r.Servers {
+		if s.Outcome == Failed && s.Retryable {
+			return false
+		}
+	}
+	return true
+}
+
+// OK reports whether every server ended rotated, current or skipped and
+// the key itself raised no error.
+func (r Report) OK() bool {
+	if r.Error != "" {
+		return false
+	}
+	for _, s := range r.Servers {
+		if s.Outcome == Failed {
+			return false
+		}
+	}
+	return true
+}
