@@ -16,6 +16,10 @@ var (
 	// permission failure that may be propagation delay. A redelivery of the
 	// same event could succeed without a person.
 	ErrRetryable = errors.New("retryable")
+
+	// ErrDisabled: the key version exists but is disabled, so Key Vault
+	// refuses to describe it. Final.
+	ErrDisabled = errors.New("disabled")
 )
 
 // KeyVersion is one version of a Key Vault key as the vault describes it.

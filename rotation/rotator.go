@@ -1,0 +1,391 @@
+package rotation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Config's zero values.
+const (
+	defaultConcurrency = 8
+	// Event Grid waits 30 s for an answer; 25 s leaves room to write the
+	// report and answer before it gives up and redelivers.
+	defaultDeadline = 25 * time.Second
+)
+
+// Confirmation after a PATCH. Fluid Relay's PATCH is synchronous, but a
+// read served by another Resource Manager replica may lag the write for a
+// few seconds. Six reads with doubling, jittered waits (0.5 s to 4 s, about
+// 11 s in all) cover that lag and still fit inside the default deadline.
+const (
+	confirmReads      = 6
+	confirmFirstDelay = 500 * time.Millisecond
+	confirmMaxDelay   = 4 * time.Second
+)
+
+// Config configures a Rotator.
+type Config struct {
+	Keys    Keys    // required
+	Servers Servers // required
+	Targets Targets // the subscription map; zero maps nothing
+
+	Concurrency int           // servers handled at once; zero: 8
+	Deadline    time.Duration // time budget of one call; zero: 25 s
+	DryRun      bool          // decide and report, write nothing
+	Logger      *slog.Logger  // nil: discard
+}
+
+// Rotator brings the servers of subscribed keys to the newest valid key
+// version and proves each change. It is safe for concurrent use;
+// concurrent rotations of the same key and version share one run.
+type Rotator struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	flights map[string]*flight
+}
+
+// flight is one rotation that concurrent callers share.
+type flight struct {
+	done   chan struct{}
+	report Report
+}
+
+// New returns a Rotator for cfg, with defaults resolved.
+func New(cfg Config) (*Rotator, error) {
+	if cfg.Keys == nil || cfg.Servers == nil {
+		return nil, errors.New("new rotator: Keys and Servers are required")
+	}
+	if cfg.Concurrency < 0 || cfg.Deadline < 0 {
+		return nil, errors.New("new rotator: negative concurrency or deadline")
+	}
+	if cfg.Concurrency == 0 {
+		cfg.Concurrency = defaultConcurrency
+	}
+	if cfg.Deadline == 0 {
+		cfg.Deadline = defaultDeadline
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Rotator{cfg: cfg, log: cfg.Logger, flights: make(map[string]*flight)}, nil
+}
+
+// Request asks for one key's servers to be rotated.
+type Request struct {
+	// Key names the key. Versionless: rotate to the current version.
+	// Versioned: an event's version (the target is the later of it and
+	// the current version) or, when Manual, exactly this version.
+	Key        KeyRef
+	DryRun     bool // decide and report, write nothing (besides Config.DryRun)
+	AllowOlder bool // with Manual only: a server may move to an older version
+	Manual     bool // a person asked (HTTP or command line), not an event
+}
+
+// Rotate rotates the servers subscribed to req.Key within Config.Deadline
+// (or ctx's earlier deadline). A key that is not subscribed is refused
+// without any call to Azure. Concurrent calls for the same key, version
+// and options share one rotation and receive the same report.
+func (r *Rotator) Rotate(ctx context.Context, req Request) Report {
+	target, ok := r.cfg.Targets.Lookup(req.Key)
+	if !ok {
+		r.log.InfoContext(ctx, "key not subscribed", "key_name", req.Key.Name, "vault", req.Key.Vault)
+		return Report{Key: req.Key.Versionless().String(), Error: "key not subscribed", Servers: []ServerResult{}}
+	}
+	if !req.Manual {
+		req.AllowOlder = false
+	}
+	req.DryRun = req.DryRun || r.cfg.DryRun
+
+	id := fmt.Sprintf("%s/%s/%t/%t/%t", req.Key.ID(), strings.ToLower(req.Key.Version), req.Manual, req.AllowOlder, req.DryRun)
+	r.mu.Lock()
+	f, joined := r.flights[id]
+	if !joined {
+		f = &flight{done: make(chan struct{})}
+		r.flights[id] = f
+	}
+	r.mu.Unlock()
+
+	if joined {
+		select {
+		case <-f.done:
+			return f.report.clone()
+		case <-ctx.Done():
+			return Report{Key: target.Key.String(), Error: "gave up waiting for a rotation in progress: " + ctx.Err().Error(), Retryable: true, Servers: []ServerResult{}}
+		}
+	}
+
+	f.report = r.rotate(ctx, target, req)
+	r.mu.Lock()
+	delete(r.flights, id)
+	r.mu.Unlock()
+	close(f.done)
+	return f.report.clone()
+}
+
+func (rep Report) clone() Report {
+	rep.Servers = append([]ServerResult(nil), rep.Servers...)
+	if rep.Servers == nil {
+		rep.Servers = []ServerResult{}
+	}
+	return rep
+}
+
+// plan is one rotation's resolved target and its shared caches.
+type plan struct {
+	key        KeyRef // versionless
+	target     KeyVersion
+	current    string // the key's current version
+	allowOlder bool
+	dryRun     bool
+	now        time.Time
+
+	prev      versionCache
+	throttled atomic.Pointer[RetryAfterError] // set once Resource Manager asks to wait past the deadline
+}
+
+func (r *Rotator) rotate(ctx context.Context, t Target, req Request) Report {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Deadline)
+	defer cancel()
+	start := time.Now()
+
+	rep := Report{Key: t.Key.String(), DryRun: req.DryRun, Servers: []ServerResult{}}
+	p, err := r.resolve(ctx, t.Key, req)
+	if err != nil {
+		rep.Error, rep.Retryable = err.Error(), retryable(err)
+		r.log.ErrorContext(ctx, "rotation refused", "key_name", t.Key.Name, "key_version", req.Key.Version,
+			"retryable", rep.Retryable, "err", err)
+		return rep
+	}
+	rep.TargetVersion = p.target.Ref.Version
+
+	rep.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers,
+		func(ctx context.Context, id string) ServerResult { return r.server(ctx, p, id) },
+		func(id string) ServerResult {
+			return ServerResult{ID: id, Outcome: Failed, Retryable: true, Reason: "not reached before the deadline"}
+		})
+	r.log.InfoContext(ctx, "rotation done", "key_name", t.Key.Name, "key_version", p.target.Ref.Version,
+		"servers", len(rep.Servers), "ok", rep.OK(), "elapsed", time.Since(start))
+	return rep
+}
+
+// resolve reads the key and chooses the target version: exactly the
+// requested version for a manual request, otherwise the later of the
+// event's version and the current one. An invalid target is an error.
+func (r *Rotator) resolve(ctx context.Context, key KeyRef, req Request) (*plan, error) {
+	key = key.Versionless()
+	cur, err := r.cfg.Keys.Key(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read current version of %s: %w", key, err)
+	}
+	p := &plan{key: key, target: cur, current: cur.Ref.Version, allowOlder: req.AllowOlder,
+		dryRun: req.DryRun, now: time.Now()}
+
+	if v := req.Key.Version; v != "" && !strings.EqualFold(v, cur.Ref.Version) {
+		ev, err := r.cfg.Keys.Key(ctx, key.WithVersion(v))
+		switch {
+		case err == nil && (req.Manual || Newer(ev, cur, cur.Ref.Version)):
+			p.target = ev
+		case err != nil && (req.Manual || retryable(err)):
+			return nil, fmt.Errorf("read version %s of %s: %w", v, key, err)
+		}
+	}
+	if err := CheckTarget(p.target, p.now); err != nil {
+		return nil, fmt.Errorf("refuse target of %s: %w", key, err)
+	}
+	return p, nil
+}
+
+// fanOut runs fn for every server with at most limit at once. A server
+// not started before ctx ends gets missed(id) instead.
+func fanOut[T any](ctx context.Context, limit int, ids []string, fn func(context.Context, string) T, missed func(string) T) []T {
+	results := make([]T, len(ids))
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range min(limit, len(ids)) {
+		wg.Go(func() {
+			for i := range jobs {
+				if ctx.Err() != nil {
+					results[i] = missed(ids[i])
+					continue
+				}
+				results[i] = fn(ctx, ids[i])
+			}
+		})
+	}
+	for i := range ids {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	return results
+}
+
+// server reads, decides, and if needed patches and confirms one server.
+func (r *Rotator) server(ctx context.Context, p *plan, id string) ServerResult {
+	if ra := p.throttled.Load(); ra != nil {
+		return ServerResult{ID: id, Outcome: Failed, Retryable: true,
+			Reason: "not attempted: Resource Manager asked to wait " + ra.After.String()}
+	}
+	log := r.log.With("server_id", id, "key_name", p.key.Name, "key_version", p.target.Ref.Version)
+
+	srv, err := r.cfg.Servers.Get(ctx, id)
+	if err != nil {
+		return r.failed(ctx, log, p, id, "", "read server", err)
+	}
+	in := Input{Key: p.key, Target: p.target, Current: p.current, Server: srv,
+		AllowOlder: p.allowOlder, Now: p.now}
+	if v, ok := p.needsPrevious(srv); ok {
+		if in.Previous, err = p.prev.get(ctx, r.cfg.Keys, p.key.WithVersion(v)); err != nil {
+			return r.failed(ctx, log, p, id, v, "read previous version "+v, err)
+		}
+	}
+
+	d := Decide(in)
+	res := ServerResult{ID: id, Outcome: d.Outcome, Reason: d.Reason,
+		PreviousVersion: d.PreviousVersion, Version: d.PreviousVersion}
+	switch {
+	case d.Action == Leave && d.Outcome == Failed:
+		log.ErrorContext(ctx, "server cannot be rotated", "previous_version", d.PreviousVersion, "reason", d.Reason)
+		return res
+	case d.Action == Leave:
+		log.InfoContext(ctx, "server left alone", "outcome", d.Outcome, "previous_version", d.PreviousVersion, "reason", d.Reason)
+		return res
+	case p.dryRun:
+		log.InfoContext(ctx, "dry run: would rotate", "previous_version", d.PreviousVersion)
+		res.Outcome, res.WouldPatch = Skipped, true
+		res.Reason, res.Version = "dry run: would "+d.Reason, p.target.Ref.Version
+		return res
+	}
+
+	url := p.target.Ref.String()
+	if _, err := r.cfg.Servers.SetKeyURL(ctx, id, url); err != nil {
+		return r.failed(ctx, log, p, id, d.PreviousVersion, "update key URL", err)
+	}
+	if err := r.confirm(ctx, id, p.target.Ref); err != nil {
+		return r.failed(ctx, log, p, id, d.PreviousVersion, "confirm update", err)
+	}
+	log.InfoContext(ctx, "server rotated", "previous_version", d.PreviousVersion)
+	res.Version = p.target.Ref.Version
+	return res
+}
+
+// needsPrevious returns the server's version of the plan's key, when the
+// decision needs that version's metadata.
+func (p *plan) needsPrevious(s Server) (string, bool) {
+	ref, err := ParseKeyURL(s.KeyURL)
+	if err != nil || !ref.SameKey(p.key) || ref.Version == "" || strings.EqualFold(ref.Version, p.target.Ref.Version) {
+		return "", false
+	}
+	return ref.Version, true
+}
+
+func (r *Rotator) failed(ctx context.Context, log *slog.Logger, p *plan, id, prev, op string, err error) ServerResult {
+	if ra, ok := errors.AsType[*RetryAfterError](err); ok {
+		p.throttled.CompareAndSwap(nil, ra)
+	}
+	res := ServerResult{ID: id, Outcome: Failed, PreviousVersion: prev, Version: prev,
+		Reason: op + ": " + err.Error(), Retryable: retryable(err)}
+	if errors.Is(err, ErrNotFound) && op == "read server" {
+		res.Reason = "server not found"
+	}
+	log.ErrorContext(ctx, "server not rotated", "previous_version", prev, "retryable", res.Retryable, "err", err)
+	return res
+}
+
+// confirm reads the server until it reports ref and provisioningState
+// Succeeded, at most confirmReads times.
+func (r *Rotator) confirm(ctx context.Context, id string, ref KeyRef) error {
+	delay := confirmFirstDelay
+	for read := 1; ; read++ {
+		s, err := r.cfg.Servers.Get(ctx, id)
+		if err == nil && sameVersion(s.KeyURL, ref) && strings.EqualFold(s.ProvisioningState, "Succeeded") {
+			return nil
+		}
+		switch {
+		case err != nil && (errors.Is(err, ErrNotFound) || !retryable(err)):
+			return err
+		case read == confirmReads && err != nil:
+			return fmt.Errorf("not confirmed after %d reads: %w", read, err)
+		case read == confirmReads:
+			return fmt.Errorf("not confirmed after %d reads: server reports %q, provisioningState %q: %w",
+				read, s.KeyURL, s.ProvisioningState, ErrRetryable)
+		}
+
+		// Full jitter between half and all of the delay, so that servers
+		// patched together do not read together.
+		wait := delay/2 + rand.N(delay/2+1)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return fmt.Errorf("not confirmed before the deadline: %w", ctx.Err())
+		}
+		delay = min(2*delay, confirmMaxDelay)
+	}
+}
+
+func sameVersion(url string, want KeyRef) bool {
+	ref, err := ParseKeyURL(url)
+	return err == nil && ref.SameKey(want) && strings.EqualFold(ref.Version, want.Version)
+}
+
+// retryable reports whether a redelivery could succeed without a person.
+func retryable(err error) bool {
+	return errors.Is(err, ErrRetryable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// versionCache reads each key version once per rotation, however many
+// servers are on it.
+type versionCache struct {
+	mu sync.Mutex
+	m  map[string]*versionEntry
+}
+
+type versionEntry struct {
+	ready chan struct{}
+	v     *KeyVersion
+	err   error
+}
+
+// get returns ref's metadata; nil when the version does not exist, and a
+// disabled KeyVersion when Key Vault refuses to describe a disabled one.
+func (c *versionCache) get(ctx context.Context, keys Keys, ref KeyRef) (*KeyVersion, error) {
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[string]*versionEntry)
+	}
+	e, ok := c.m[strings.ToLower(ref.Version)]
+	if !ok {
+		e = &versionEntry{ready: make(chan struct{})}
+		c.m[strings.ToLower(ref.Version)] = e
+	}
+	c.mu.Unlock()
+
+	if !ok {
+		v, err := keys.Key(ctx, ref)
+		switch {
+		case err == nil:
+			e.v = &v
+		case errors.Is(err, ErrDisabled):
+			e.v = &KeyVersion{Ref: ref, Enabled: false}
+		case !errors.Is(err, ErrNotFound):
+			e.err = err
+		}
+		close(e.ready)
+	}
+	select {
+	case <-e.ready:
+		return e.v, e.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}

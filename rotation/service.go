@@ -1,0 +1,235 @@
+package rotation
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// EventResult is what became of one event.
+type EventResult struct {
+	EventID string  `json:"eventId"`
+	Type    string  `json:"type"`
+	Key     string  `json:"key,omitempty"`     // versionless key URL
+	Ignored string  `json:"ignored,omitempty"` // why nothing was done
+	Report  *Report `json:"report,omitempty"`  // shared by the events of one key
+}
+
+// Reasons an event is ignored.
+const (
+	IgnoredNotRotation   = "not a rotation event"
+	IgnoredNotSubscribed = "key not subscribed"
+	IgnoredNoKey         = "event names no key"
+)
+
+// HandleEvents rotates each subscribed key named by a
+// KeyNewVersionCreated event once, however many events name it, all
+// within one Config.Deadline. Other events are ignored and say why; an
+// event for a key that is not subscribed causes no call to Azure. Results
+// are in the order of events.
+func (r *Rotator) HandleEvents(ctx context.Context, events []Event) []EventResult {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Deadline)
+	defer cancel()
+
+	type group struct {
+		key     KeyRef
+		events  []int
+		version string // the events' common version; "" when they differ
+		report  *Report
+	}
+	results := make([]EventResult, len(events))
+	groups := make(map[string]*group)
+	var order []*group
+	for i, e := range events {
+		results[i] = EventResult{EventID: e.ID, Type: e.Type}
+		if e.Key.Name != "" {
+			results[i].Key = e.Key.Versionless().String()
+		}
+		switch {
+		case !e.Rotates():
+			results[i].Ignored = IgnoredNotRotation
+		case e.Key.Name == "":
+			results[i].Ignored = IgnoredNoKey
+		default:
+			if _, ok := r.cfg.Targets.Lookup(e.Key); !ok {
+				results[i].Ignored = IgnoredNotSubscribed
+			}
+		}
+		if results[i].Ignored != "" {
+			r.log.InfoContext(ctx, "event ignored", "event_id", e.ID, "event_type", e.Type,
+				"key_name", e.Key.Name, "vault", e.Key.Vault, "reason", results[i].Ignored)
+			continue
+		}
+
+		g, ok := groups[e.Key.ID()]
+		if !ok {
+			g = &group{key: e.Key.Versionless(), version: e.Key.Version}
+			groups[e.Key.ID()] = g
+			order = append(order, g)
+		}
+		if !strings.EqualFold(g.version, e.Key.Version) {
+			// Several versions: the current version is at least as new
+			// as each of them.
+			g.version = ""
+		}
+		g.events = append(g.events, i)
+	}
+
+	var wg sync.WaitGroup
+	for _, g := range order {
+		wg.Go(func() {
+			rep := r.Rotate(ctx, Request{Key: g.key.WithVersion(g.version)})
+			g.report = &rep
+		})
+	}
+	wg.Wait()
+	for _, g := range order {
+		for _, i := range g.events {
+			results[i].Report = g.report
+		}
+	}
+	return results
+}
+
+// Reconcile brings every subscribed key's servers to the key's current
+// version, one key after another, each within Config.Deadline.
+func (r *Rotator) Reconcile(ctx context.Context) []Report {
+	var reports []Report
+	for _, t := range r.cfg.Targets.All() {
+		reports = append(reports, r.Rotate(ctx, Request{Key: t.Key}))
+	}
+	return reports
+}
+
+// Status describes every subscribed key and its servers without changing
+// anything.
+type Status struct {
+	Keys []KeyStatus `json:"keys"`
+}
+
+// KeyStatus describes one subscribed key.
+type KeyStatus struct {
+	Key            string         `json:"key"`
+	CurrentVersion string         `json:"currentVersion,omitempty"`
+	Error          string         `json:"error,omitempty"`
+	Servers        []ServerStatus `json:"servers"`
+	// SafeToDisable lists enabled versions other than the current one
+	// that no server uses. It is empty unless every server could be read.
+	SafeToDisable []string `json:"safeToDisable"`
+}
+
+// ServerStatus describes one server of a key.
+type ServerStatus struct {
+	ID      string `json:"id"`
+	Version string `json:"version,omitempty"`
+	State   string `json:"state"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Server states in ServerStatus.State.
+const (
+	StateCurrent     = "current"
+	StateLagging     = "lagging"
+	StateAhead       = "ahead"
+	StateVersionless = "versionless"
+	StateMismatch    = "mismatch"
+	StateUnreachable = "unreachable"
+	StateNoCMK       = "no-cmk"
+)
+
+// Status reads every subscribed key and server within Config.Deadline.
+func (r *Rotator) Status(ctx context.Context) Status {
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Deadline)
+	defer cancel()
+
+	st := Status{Keys: []KeyStatus{}}
+	for _, t := range r.cfg.Targets.All() {
+		st.Keys = append(st.Keys, r.keyStatus(ctx, t))
+	}
+	return st
+}
+
+func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
+	ks := KeyStatus{Key: t.Key.String(), Servers: []ServerStatus{}, SafeToDisable: []string{}}
+	cur, err := r.cfg.Keys.Key(ctx, t.Key)
+	if err != nil {
+		ks.Error = "read current version: " + err.Error()
+	} else {
+		ks.CurrentVersion = cur.Ref.Version
+	}
+
+	var cache versionCache
+	ks.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers,
+		func(ctx context.Context, id string) ServerStatus { return r.serverStatus(ctx, t.Key, cur, &cache, id) },
+		func(id string) ServerStatus {
+			return ServerStatus{ID: id, State: StateUnreachable, Error: "not reached before the deadline"}
+		})
+
+	complete := err == nil
+	used := map[string]bool{strings.ToLower(cur.Ref.Version): true} // never offer the current one
+	for _, s := range ks.Servers {
+		switch s.State {
+		case StateUnreachable:
+			complete = false
+		case StateVersionless:
+			used[strings.ToLower(cur.Ref.Version)] = true
+		}
+		if s.Version != "" {
+			used[strings.ToLower(s.Version)] = true
+		}
+	}
+	if !complete {
+		return ks
+	}
+
+	versions, err := r.cfg.Keys.Versions(ctx, t.Key)
+	if err != nil {
+		ks.Error = "list versions: " + err.Error()
+		return ks
+	}
+	slices.SortFunc(versions, func(a, b KeyVersion) int { return a.Created.Compare(b.Created) })
+	for _, v := range versions {
+		if v.Enabled && !used[strings.ToLower(v.Ref.Version)] {
+			ks.SafeToDisable = append(ks.SafeToDisable, v.Ref.Version)
+		}
+	}
+	return ks
+}
+
+func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, cache *versionCache, id string) ServerStatus {
+	st := ServerStatus{ID: id}
+	s, err := r.cfg.Servers.Get(ctx, id)
+	if err != nil {
+		st.State, st.Error = StateUnreachable, err.Error()
+		return st
+	}
+	if strings.TrimSpace(s.KeyURL) == "" {
+		st.State = StateNoCMK
+		return st
+	}
+	ref, err := ParseKeyURL(s.KeyURL)
+	switch {
+	case err != nil || !ref.SameKey(key):
+		st.State = StateMismatch
+		return st
+	case ref.Version == "":
+		st.State = StateVersionless
+		return st
+	}
+	st.Version = ref.Version
+	if cur.Ref.Version == "" {
+		st.State = StateUnreachable
+		st.Error = "current version unknown"
+		return st
+	}
+	if strings.EqualFold(ref.Version, cur.Ref.Version) {
+		st.State = StateCurrent
+		return st
+	}
+	st.State = StateLagging
+	if v, err := cache.get(ctx, r.cfg.Keys, ref); err == nil && v != nil && Newer(*v, cur, cur.Ref.Version) {
+		st.State = StateAhead
+	}
+	return st
+}

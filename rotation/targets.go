@@ -1,0 +1,131 @@
+package rotation
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Target is one subscribed key and the servers that use it.
+type Target struct {
+	Key     KeyRef   // versionless
+	Servers []string // Fluid Relay server ARM resource IDs, as written
+}
+
+// Targets is the subscription map: the allow-list of keys the rotation
+// acts on and, for each, the servers it may update. The zero value maps
+// nothing. A Targets is immutable and safe for concurrent use.
+type Targets struct {
+	byKey map[string]Target // by KeyRef.ID
+	order []string          // KeyRef.IDs in the order written
+}
+
+type targetsJSON struct {
+	Targets []struct {
+		Key     string   `json:"key"`
+		Servers []string `json:"servers"`
+	} `json:"targets"`
+}
+
+// ParseTargets parses and validates the subscription map:
+//
+//	{"targets": [{"key": "https://{vault}/keys/{name}", "servers": ["/subscriptions/…/fluidRelayServers/{name}"]}]}
+//
+// Keys must be versionless key URLs; servers must be Fluid Relay server
+// resource IDs. A key may appear once and a server under one key only.
+// Errors name the offending entry.
+func ParseTargets(data []byte) (Targets, error) {
+	var doc targetsJSON
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		return Targets{}, fmt.Errorf("parse rotation targets: %w", err)
+	}
+	if dec.More() {
+		return Targets{}, errors.New("parse rotation targets: trailing data after the JSON object")
+	}
+
+	t := Targets{byKey: make(map[string]Target)}
+	owner := make(map[string]string) // folded server ID → key URL
+	for i, e := range doc.Targets {
+		key, err := ParseKeyURL(e.Key)
+		if err != nil {
+			return Targets{}, fmt.Errorf("parse rotation targets: targets[%d]: %w", i, err)
+		}
+		if key.Version != "" {
+			return Targets{}, fmt.Errorf("parse rotation targets: targets[%d]: key %q: want a versionless key URL", i, e.Key)
+		}
+		if prev, dup := t.byKey[key.ID()]; dup {
+			return Targets{}, fmt.Errorf("parse rotation targets: targets[%d]: key %q already listed as %q", i, e.Key, prev.Key)
+		}
+		if len(e.Servers) == 0 {
+			return Targets{}, fmt.Errorf("parse rotation targets: targets[%d]: key %q: no servers", i, e.Key)
+		}
+
+		target := Target{Key: key}
+		for j, id := range e.Servers {
+			id = strings.TrimSpace(id)
+			if err := checkServerID(id); err != nil {
+				return Targets{}, fmt.Errorf("parse rotation targets: targets[%d].servers[%d]: %w", i, j, err)
+			}
+			folded := strings.ToLower(strings.TrimSuffix(id, "/"))
+			if k, dup := owner[folded]; dup {
+				return Targets{}, fmt.Errorf("parse rotation targets: targets[%d].servers[%d]: server %q already listed under %s", i, j, id, k)
+			}
+			owner[folded] = key.String()
+			target.Servers = append(target.Servers, strings.TrimSuffix(id, "/"))
+		}
+		t.byKey[key.ID()] = target
+		t.order = append(t.order, key.ID())
+	}
+	return t, nil
+}
+
+// checkServerID accepts
+// /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.FluidRelay/fluidRelayServers/{name},
+// matching the fixed segments in any case.
+func checkServerID(id string) error {
+	parts := strings.Split(strings.TrimSuffix(id, "/"), "/")
+	fixed := map[int]string{1: "subscriptions", 3: "resourcegroups", 5: "providers", 6: "microsoft.fluidrelay", 7: "fluidrelayservers"}
+	ok := len(parts) == 9 && parts[0] == ""
+	for i := 1; ok && i < len(parts); i++ {
+		want, isFixed := fixed[i]
+		ok = parts[i] != "" && (!isFixed || strings.ToLower(parts[i]) == want)
+	}
+	if !ok {
+		return fmt.Errorf("server %q: want /subscriptions/{id}/resourceGroups/{rg}/providers/Microsoft.FluidRelay/fluidRelayServers/{name}", id)
+	}
+	return nil
+}
+
+// Lookup returns the target for k's key, matching vault host and key name
+// exactly but in any case and ignoring k's version.
+func (t Targets) Lookup(k KeyRef) (Target, bool) {
+	target, ok := t.byKey[k.ID()]
+	return target, ok
+}
+
+// All returns every target in the order written.
+func (t Targets) All() []Target {
+	out := make([]Target, 0, len(t.order))
+	for _, id := range t.order {
+		out = append(out, t.byKey[id])
+	}
+	return out
+}
+
+// Len returns the number of subscribed keys.
+func (t Targets) Len() int { return len(t.order) }
+
+// ServerIDs returns every mapped server, sorted, for logs and status.
+func (t Targets) ServerIDs() []string {
+	var ids []string
+	for _, target := range t.byKey {
+		ids = append(ids, target.Servers...)
+	}
+	sort.Strings(ids)
+	return ids
+}
