@@ -27,7 +27,10 @@ func version(v string, created time.Time) rotation.KeyVersion {
 }
 
 func disabled(v rotation.KeyVersion) *rotation.KeyVersion { v.Enabled = false; return &v }
-func expired(v rotation.KeyVersion) *rotation.KeyVersion  { v.Expires = now.Add(-time.Minute); return &v }
+func expired(v rotation.KeyVersion) *rotation.KeyVersion {
+	v.Expires = now.Add(-time.Minute)
+	return &v
+}
 func on(url string) rotation.Server {
 	return rotation.Server{ID: relayEU, KeyURL: url, ProvisioningState: "Succeeded"}
 }
