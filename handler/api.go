@@ -1,0 +1,229 @@
+package handler
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// RotateRequest is the body of POST /api/rotate. Unknown fields are
+// refused.
+type RotateRequest struct {
+	// Key is a key URL. Versionless: rotate to the key's current version.
+	// Versioned: rotate to exactly that version.
+	Key string `json:"key"`
+	// DryRun decides and reports without writing anything.
+	DryRun bool `json:"dryRun,omitempty"`
+	// AllowOlder lets a server move to a version older than its own.
+	AllowOlder bool `json:"allowOlder,omitempty"`
+}
+
+// ReplayResponse is the answer to POST /api/replay: one result per event,
+// in the order given.
+type ReplayResponse struct {
+	Results []rotation.EventResult `json:"results"`
+}
+
+// StatusResponse is the answer to GET /api/status: rotation.Status plus
+// the credential check.
+type StatusResponse struct {
+	Credential *CredentialStatus `json:"credential,omitempty"`
+	rotation.Status
+}
+
+func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	data, ok := s.body(w, r, maxRequest)
+	if !ok {
+		return
+	}
+	var in RotateRequest
+	if err := decodeStrict(data, &in); err != nil {
+		badJSON(w, r, err)
+		return
+	}
+	if in.Key == "" {
+		writeProblem(w, r, http.StatusBadRequest, problemBadRequest, "Missing key",
+			`the body must name a key: {"key":"https://{vault}/keys/{name}[/{version}]"}`)
+		return
+	}
+	ref, err := rotation.ParseKeyURL(in.Key)
+	if err != nil {
+		writeProblem(w, r, http.StatusBadRequest, problemBadRequest, "Invalid key URL", err.Error())
+		return
+	}
+	if _, ok := s.cfg.Targets.Lookup(ref); !ok {
+		writeProblem(w, r, http.StatusNotFound, problemUnknownKey, "Key not subscribed",
+			fmt.Sprintf("%s is not in the subscription map (ROTATION_TARGETS); only mapped keys can be rotated", ref.Versionless()))
+		return
+	}
+
+	s.log.InfoContext(ctx, "rotation requested", "key_name", ref.Name, "key_version", ref.Version,
+		"vault", ref.Vault, "dry_run", in.DryRun, "allow_older", in.AllowOlder)
+	rep := s.cfg.Rotator.Rotate(ctx, rotation.Request{Key: ref, DryRun: in.DryRun, AllowOlder: in.AllowOlder, Manual: true})
+	writeAPI(w, apiStatus([]rotation.Report{rep}), rep)
+}
+
+func (s *server) replay(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	data, ok := s.body(w, r, maxReplay)
+	if !ok {
+		return
+	}
+	if err := checkDepth(data, maxDepth); err != nil {
+		badJSON(w, r, err)
+		return
+	}
+	events, err := rotation.DecodeEvents(data)
+	if err != nil {
+		badJSON(w, r, err)
+		return
+	}
+	if len(events) == 0 {
+		writeProblem(w, r, http.StatusBadRequest, problemBadRequest, "No events",
+			"the body must be one event or a non-empty array of events")
+		return
+	}
+
+	s.log.InfoContext(ctx, "replay requested", "events", len(events))
+	results := s.cfg.Rotator.HandleEvents(ctx, events)
+	writeAPI(w, apiStatus(eventReports(results)), ReplayResponse{Results: results})
+}
+
+func (s *server) status(w http.ResponseWriter, r *http.Request) {
+	resp := StatusResponse{Status: s.cfg.Rotator.Status(r.Context())}
+	if s.cfg.Credential != nil {
+		c := s.cfg.Credential()
+		resp.Credential = &c
+	}
+	writeJSON(w, http.StatusOK, "application/json", resp)
+}
+
+// body reads a bounded API body, answering 413 when it is too large.
+func (s *server) body(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	data, err := readBody(w, r, limit)
+	switch {
+	case errors.Is(err, errTooLarge):
+		writeProblem(w, r, http.StatusRequestEntityTooLarge, problemTooLarge, "Body too large",
+			fmt.Sprintf("%s takes at most %d bytes", r.URL.Path, limit))
+		return nil, false
+	case err != nil:
+		writeProblem(w, r, http.StatusBadRequest, problemBadRequest, "Unreadable body", err.Error())
+		return nil, false
+	}
+	return data, true
+}
+
+func badJSON(w http.ResponseWriter, r *http.Request, err error) {
+	writeProblem(w, r, http.StatusBadRequest, problemBadJSON, "Malformed JSON", err.Error())
+}
+
+// writeAPI writes an API answer, with Retry-After on 503.
+func writeAPI(w http.ResponseWriter, status int, v any) {
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfterSeconds)
+	}
+	writeJSON(w, status, "application/json", v)
+}
+
+// httpTriggerRequest is Data.req of an httpTrigger invocation in JSON mode.
+type httpTriggerRequest struct {
+	URL     string              `json:"Url"`
+	Method  string              `json:"Method"`
+	Headers map[string][]string `json:"Headers"`
+	Body    *string             `json:"Body"`
+}
+
+// httpOutput is the http output binding value the host maps to the
+// client's answer.
+type httpOutput struct {
+	StatusCode string            `json:"statusCode"`
+	Headers    map[string]string `json:"headers"`
+	Body       string            `json:"body"`
+}
+
+// jsonMode serves an API route for a host that does not forward HTTP: the
+// client's request arrives as Data.req, and the answer goes back in
+// Outputs.res with status 200, since any other status would make the host
+// answer the client 500.
+func (s *server) jsonMode(path string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, inv := invocationOf(r)
+		env, ok := s.envelope(w, r, inv)
+		if !ok {
+			return
+		}
+		raw, err := env.Binding("req")
+		var in httpTriggerRequest
+		if err == nil {
+			err = json.Unmarshal(raw, &in)
+		}
+		if err != nil {
+			s.log.ErrorContext(ctx, "invocation refused", "path", r.URL.Path, "err", err)
+			writeInvoke(w, http.StatusBadRequest, inv.Logs(), nil)
+			return
+		}
+
+		var body []byte
+		if in.Body != nil {
+			body = []byte(*in.Body)
+		}
+		req, err := http.NewRequestWithContext(ctx, in.Method, path, bytes.NewReader(body))
+		if err != nil {
+			s.log.ErrorContext(ctx, "invocation refused", "path", r.URL.Path, "err", err)
+			writeInvoke(w, http.StatusBadRequest, inv.Logs(), nil)
+			return
+		}
+		for k, vs := range in.Headers {
+			for _, v := range vs {
+				req.Header.Add(k, v)
+			}
+		}
+		rec := &recorder{header: http.Header{}}
+		s.api.ServeHTTP(rec, req)
+
+		out := httpOutput{StatusCode: strconv.Itoa(rec.status), Headers: map[string]string{}, Body: rec.body.String()}
+		for k := range rec.header {
+			if k != "Content-Length" { // the host frames the body itself
+				out.Headers[k] = rec.header.Get(k)
+			}
+		}
+		writeJSON(w, http.StatusOK, "application/json", InvokeResponse{
+			Outputs: map[string]any{"res": out}, Logs: nonNil(inv.Logs()),
+		})
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// recorder is a minimal ResponseWriter that keeps the answer.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(p)
+}

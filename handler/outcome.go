@@ -1,0 +1,86 @@
+package handler
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// This file is the one place that turns rotation outcomes into HTTP
+// statuses.
+
+// invocationStatus is the answer to a trigger invocation (Event Grid or
+// timer): 500, so that the host fails the invocation and Event Grid
+// redelivers, only when some report says a redelivery could succeed
+// without a person. Final failures (invalid key, server gone) answer 200:
+// a redelivery would fail the same way for a day.
+func invocationStatus(reports []rotation.Report) int {
+	for _, rep := range reports {
+		if !rep.Final() {
+			return http.StatusInternalServerError
+		}
+	}
+	return http.StatusOK
+}
+
+// apiStatus is the answer to /api/rotate and /api/replay:
+//
+//	200  every server rotated, current or skipped
+//	503  something failed that a retry could fix (with Retry-After)
+//	502  the vault or Resource Manager answered an unexpected error for
+//	     the key itself
+//	422  the key cannot be rotated as asked (invalid target version)
+//	404  the key or the requested version does not exist
+//	207  some servers failed for good, others did not
+func apiStatus(reports []rotation.Report) int {
+	status := http.StatusOK
+	for _, rep := range reports {
+		switch {
+		case rep.OK():
+			continue
+		case !rep.Final():
+			return http.StatusServiceUnavailable
+		case rep.Error != "":
+			status = max(status, keyErrorStatus(rep.Error))
+		default:
+			status = max(status, http.StatusMultiStatus)
+		}
+	}
+	return status
+}
+
+// keyErrorStatus classifies a final key-level error.
+//
+// TODO(report-kind): rotation.Report carries its key error as text only;
+// match on a typed kind once the report has one, and drop the text
+// matching.
+func keyErrorStatus(msg string) int {
+	switch {
+	case strings.Contains(msg, "refuse target"):
+		return http.StatusUnprocessableEntity
+	case strings.HasSuffix(msg, rotation.ErrNotFound.Error()):
+		return http.StatusNotFound
+	default:
+		return http.StatusBadGateway
+	}
+}
+
+// retryAfterSeconds is sent with 503: Event Grid's own first retries come
+// after 10 s and 30 s, and a throttled Resource Manager usually recovers
+// within half a minute.
+const retryAfterSeconds = "30"
+
+// eventReports returns the distinct reports of results (events of one key
+// share one).
+func eventReports(results []rotation.EventResult) []rotation.Report {
+	seen := map[*rotation.Report]bool{}
+	var reps []rotation.Report
+	for _, r := range results {
+		if r.Report != nil && !seen[r.Report] {
+			seen[r.Report] = true
+			reps = append(reps, *r.Report)
+		}
+	}
+	return reps
+}
