@@ -1,0 +1,398 @@
+package emulator
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// controlHandler serves the JSON control surface documented in the
+// package documentation.
+func (e *Emulator) controlHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /state", e.ctlState)
+	mux.HandleFunc("POST /vaults", e.ctlAddVault)
+	mux.HandleFunc("POST /vaults/{vault}/keys/{key}", e.ctlCreateKey)
+	mux.HandleFunc("POST /vaults/{vault}/keys/{key}/rotate", e.ctlRotateKey)
+	mux.HandleFunc("PATCH /vaults/{vault}/keys/{key}/{version}", e.ctlUpdateVersion)
+	mux.HandleFunc("DELETE /vaults/{vault}/keys/{key}", e.ctlDeleteKey)
+	mux.HandleFunc("PUT /servers", e.ctlPutServer)
+	mux.HandleFunc("PATCH /servers", e.ctlSetKeyURL)
+	mux.HandleFunc("DELETE /servers", e.ctlDeleteServer)
+	mux.HandleFunc("POST /faults", e.ctlAddFault)
+	mux.HandleFunc("DELETE /faults", func(w http.ResponseWriter, r *http.Request) {
+		e.ClearFaults()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("DELETE /faults/{id}", e.ctlRemoveFault)
+	mux.HandleFunc("PUT /throttle", e.ctlThrottle)
+	mux.HandleFunc("GET /requests", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, orNone(e.Requests()))
+	})
+	mux.HandleFunc("DELETE /requests", func(w http.ResponseWriter, r *http.Request) {
+		e.ResetRequests()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /events", e.ctlEvent)
+	return mux
+}
+
+func orNone[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func ctlError(w http.ResponseWriter, err error) {
+	status := http.StatusBadRequest
+	if errors.Is(err, ErrNotFound) {
+		status = http.StatusNotFound
+	}
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+func decode(r *http.Request, v any) error {
+	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody)).Decode(v); err != nil {
+		return fmt.Errorf("decode request body: %w: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+// State is what GET /state answers: every vault, key version and server.
+type State struct {
+	Vaults  []VaultState  `json:"vaults"`
+	Servers []ServerState `json:"servers"`
+}
+
+// VaultState describes one vault in State.
+type VaultState struct {
+	Name string     `json:"name"`
+	URL  string     `json:"url"`
+	Keys []KeyState `json:"keys"`
+}
+
+// KeyState describes one key in State; versions are oldest first, the last
+// being the current one.
+type KeyState struct {
+	Name     string         `json:"name"`
+	Versions []VersionState `json:"versions"`
+}
+
+// VersionState describes one key version in State.
+type VersionState struct {
+	KeyVersionInfo
+	Type    string   `json:"type"`
+	Ops     []string `json:"ops"`
+	Enabled bool     `json:"enabled"`
+}
+
+// ServerState describes one server in State.
+type ServerState struct {
+	ID       string `json:"id"`
+	Location string `json:"location"`
+	KeyURL   string `json:"keyUrl"`
+	Identity string `json:"identity,omitempty"`
+}
+
+// State returns a snapshot of every vault, key version and server.
+func (e *Emulator) State() State {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := State{Vaults: []VaultState{}, Servers: []ServerState{}}
+	for _, v := range e.vaults {
+		vs := VaultState{Name: v.name, URL: v.ln.url, Keys: []KeyState{}}
+		for _, k := range v.keys {
+			ks := KeyState{Name: k.name}
+			for _, kv := range k.versions {
+				ks.Versions = append(ks.Versions, VersionState{KeyVersionInfo: v.info(k.name, kv),
+					Type: kv.kty, Ops: kv.ops, Enabled: kv.enabled})
+			}
+			vs.Keys = append(vs.Keys, ks)
+		}
+		slices.SortFunc(vs.Keys, func(a, b KeyState) int { return strings.Compare(a.Name, b.Name) })
+		st.Vaults = append(st.Vaults, vs)
+	}
+	slices.SortFunc(st.Vaults, func(a, b VaultState) int { return strings.Compare(a.Name, b.Name) })
+	for _, s := range e.servers {
+		ss := ServerState{ID: s.res.ID, Location: s.res.Location, KeyURL: s.keyURL()}
+		if c := s.cmk(); c != nil && c.KeyEncryptionKeyIdentity != nil {
+			ss.Identity = c.KeyEncryptionKeyIdentity.UserAssignedIdentityResourceID
+		}
+		st.Servers = append(st.Servers, ss)
+	}
+	slices.SortFunc(st.Servers, func(a, b ServerState) int { return strings.Compare(a.ID, b.ID) })
+	return st
+}
+
+func (e *Emulator) ctlState(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, e.State())
+}
+
+func (e *Emulator) ctlAddVault(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Name string `json:"name"`
+	}
+	if err := decode(r, &in); err != nil {
+		ctlError(w, err)
+		return
+	}
+	if !validObjectName(in.Name) {
+		ctlError(w, fmt.Errorf("add vault %q: %w: bad name", in.Name, ErrInvalid))
+		return
+	}
+	v := e.AddVault(in.Name)
+	writeJSON(w, http.StatusOK, map[string]string{"name": v.Name(), "url": v.URL()})
+}
+
+func (e *Emulator) ctlVault(w http.ResponseWriter, r *http.Request) *Vault {
+	v := e.Vault(r.PathValue("vault"))
+	if v == nil {
+		ctlError(w, fmt.Errorf("vault %q: %w", r.PathValue("vault"), ErrNotFound))
+	}
+	return v
+}
+
+func (e *Emulator) ctlCreateKey(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Type      string    `json:"type"`
+		Ops       []string  `json:"ops"`
+		Disabled  bool      `json:"disabled"`
+		NotBefore time.Time `json:"notBefore"`
+		Expires   time.Time `json:"expires"`
+	}
+	if r.ContentLength != 0 {
+		if err := decode(r, &in); err != nil {
+			ctlError(w, err)
+			return
+		}
+	}
+	v := e.ctlVault(w, r)
+	if v == nil {
+		return
+	}
+	info, err := v.CreateKey(r.PathValue("key"), KeyOptions{Type: in.Type, Ops: in.Ops,
+		Disabled: in.Disabled, NotBefore: in.NotBefore, Expires: in.Expires})
+	if err != nil {
+		ctlError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (e *Emulator) ctlRotateKey(w http.ResponseWriter, r *http.Request) {
+	v := e.ctlVault(w, r)
+	if v == nil {
+		return
+	}
+	info, err := v.RotateKey(r.PathValue("key"))
+	if err != nil {
+		ctlError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, info)
+}
+
+func (e *Emulator) ctlUpdateVersion(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Enabled *bool            `json:"enabled"`
+		Expires *json.RawMessage `json:"expires"`
+	}
+	if err := decode(r, &in); err != nil {
+		ctlError(w, err)
+		return
+	}
+	v := e.ctlVault(w, r)
+	if v == nil {
+		return
+	}
+	name, version := r.PathValue("key"), r.PathValue("version")
+	if version == "current" {
+		version = ""
+	}
+	if in.Enabled != nil {
+		if err := v.SetEnabled(name, version, *in.Enabled); err != nil {
+			ctlError(w, err)
+			return
+		}
+	}
+	if in.Expires != nil {
+		var exp time.Time
+		if string(*in.Expires) != "null" {
+			if err := json.Unmarshal(*in.Expires, &exp); err != nil {
+				ctlError(w, fmt.Errorf("expires: %w: %v", ErrInvalid, err))
+				return
+			}
+		}
+		if err := v.SetExpires(name, version, exp); err != nil {
+			ctlError(w, err)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (e *Emulator) ctlDeleteKey(w http.ResponseWriter, r *http.Request) {
+	v := e.ctlVault(w, r)
+	if v == nil {
+		return
+	}
+	if err := v.DeleteKey(r.PathValue("key")); err != nil {
+		ctlError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (e *Emulator) ctlPutServer(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Subscription  string `json:"subscription"`
+		ResourceGroup string `json:"resourceGroup"`
+		Name          string `json:"name"`
+		Location      string `json:"location"`
+		Identity      string `json:"identity"`
+		KeyURL        string `json:"keyUrl"`
+	}
+	if err := decode(r, &in); err != nil {
+		ctlError(w, err)
+		return
+	}
+	id, err := e.PutServer(ServerSpec(in))
+	if err != nil {
+		ctlError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"id": id})
+}
+
+func (e *Emulator) ctlSetKeyURL(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		ID     string `json:"id"`
+		KeyURL string `json:"keyUrl"`
+	}
+	if err := decode(r, &in); err != nil {
+		ctlError(w, err)
+		return
+	}
+	if err := e.SetServerKeyURL(in.ID, in.KeyURL); err != nil {
+		ctlError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (e *Emulator) ctlDeleteServer(w http.ResponseWriter, r *http.Request) {
+	if err := e.DeleteServer(r.URL.Query().Get("id")); err != nil {
+		ctlError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// faultJSON is a Fault on the control surface; durations are Go duration
+// strings ("1.5s").
+type faultJSON struct {
+	Service    string `json:"service"`
+	Method     string `json:"method"`
+	PathSuffix string `json:"pathSuffix"`
+	Status     int    `json:"status"`
+	Code       string `json:"code"`
+	RetryAfter string `json:"retryAfter"`
+	Times      int    `json:"times"`
+	Latency    string `json:"latency"`
+	Reset      bool   `json:"reset"`
+	StaleReads int    `json:"staleReads"`
+}
+
+func (e *Emulator) ctlAddFault(w http.ResponseWriter, r *http.Request) {
+	var in faultJSON
+	if err := decode(r, &in); err != nil {
+		ctlError(w, err)
+		return
+	}
+	f := Fault{Service: in.Service, Method: in.Method, PathSuffix: in.PathSuffix,
+		Status: in.Status, Code: in.Code, Times: in.Times, Reset: in.Reset,
+		StaleReads: in.StaleReads}
+	for _, d := range []struct {
+		s   string
+		dst *time.Duration
+	}{{in.RetryAfter, &f.RetryAfter}, {in.Latency, &f.Latency}} {
+		if d.s == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil {
+			ctlError(w, fmt.Errorf("add fault: %w: %v", ErrInvalid, err))
+			return
+		}
+		*d.dst = v
+	}
+	writeJSON(w, http.StatusOK, map[string]int{"id": e.addFault(f)})
+}
+
+func (e *Emulator) ctlRemoveFault(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.Atoi(r.PathValue("id"))
+	if err != nil || !e.removeFault(id) {
+		ctlError(w, fmt.Errorf("fault %q: %w", r.PathValue("id"), ErrNotFound))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (e *Emulator) ctlThrottle(w http.ResponseWriter, r *http.Request) {
+	var in *Throttle
+	if err := decode(r, &in); err != nil {
+		ctlError(w, err)
+		return
+	}
+	e.SetThrottle(in)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (e *Emulator) ctlEvent(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Type    string `json:"type"`
+		Vault   string `json:"vault"`
+		Key     string `json:"key"`
+		Version string `json:"version"`
+		Schema  string `json:"schema"`
+	}
+	if err := decode(r, &in); err != nil {
+		ctlError(w, err)
+		return
+	}
+	v := e.Vault(in.Vault)
+	if v == nil {
+		ctlError(w, fmt.Errorf("vault %q: %w", in.Vault, ErrNotFound))
+		return
+	}
+	vs, err := v.Versions(in.Key)
+	if err != nil {
+		ctlError(w, err)
+		return
+	}
+	info := vs[len(vs)-1]
+	if in.Version != "" {
+		i := slices.IndexFunc(vs, func(k KeyVersionInfo) bool {
+			return strings.EqualFold(k.Version, in.Version)
+		})
+		if i < 0 {
+			ctlError(w, fmt.Errorf("key %q version %q: %w", in.Key, in.Version, ErrNotFound))
+			return
+		}
+		info = vs[i]
+	}
+	if in.Type == "" {
+		in.Type = KeyNewVersionCreated
+	}
+	if strings.EqualFold(in.Schema, "CloudEvents") {
+		writeJSON(w, http.StatusOK, e.KeyCloudEvent(in.Type, info, v.Name()))
+		return
+	}
+	writeJSON(w, http.StatusOK, e.KeyEvent(in.Type, info, v.Name()))
+}

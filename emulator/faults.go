@@ -1,0 +1,260 @@
+package emulator
+
+import (
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Fault changes how matching requests are answered. A request matches when
+// Service, Method and PathSuffix all match; the first matching fault wins.
+//
+// A fault with StaleReads acts on writes instead: after each matching
+// successful PATCH or PUT of a server, the next StaleReads GETs of that
+// server show the key URL it had before. Its Status, Reset and Latency are
+// ignored.
+type Fault struct {
+	Service    string        // "arm", "keyvault", "identity"; "" any
+	Method     string        // "" any
+	PathSuffix string        // "" any; matched against the path's suffix, case-insensitive
+	Status     int           // 0: no status fault
+	Code       string        // error code in the body; zero: one fitting Status
+	RetryAfter time.Duration // Retry-After header, whole seconds rounded up; zero: none
+	Times      int           // 0: always
+	Latency    time.Duration // wait before answering (or before the other faults act)
+	Reset      bool          // close the connection without an answer
+	StaleReads int           // after a PATCH of a matching server, the next N GETs show the old URL
+}
+
+type faultEntry struct {
+	id   int
+	f    Fault
+	used int
+}
+
+type staleRead struct {
+	url  string
+	left int
+}
+
+// InjectFault adds f after the faults already injected. Faults apply to
+// requests after authentication (a fault never hides Key Vault's challenge
+// or the identity header check). remove takes it away; it is idempotent.
+func (e *Emulator) InjectFault(f Fault) (remove func()) {
+	id := e.addFault(f)
+	return func() { e.removeFault(id) }
+}
+
+func (e *Emulator) addFault(f Fault) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.faultSeq++
+	e.faults = append(e.faults, &faultEntry{id: e.faultSeq, f: f})
+	return e.faultSeq
+}
+
+func (e *Emulator) removeFault(id int) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := len(e.faults)
+	e.faults = slices.DeleteFunc(e.faults, func(fe *faultEntry) bool { return fe.id == id })
+	return len(e.faults) < n
+}
+
+// ClearFaults removes every fault and forgets pending stale reads.
+func (e *Emulator) ClearFaults() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.faults = nil
+	clear(e.stale)
+}
+
+func (f *Fault) matches(service string, r *http.Request) bool {
+	if f.Service != "" && !strings.EqualFold(f.Service, service) {
+		return false
+	}
+	if f.Method != "" && !strings.EqualFold(f.Method, r.Method) {
+		return false
+	}
+	if f.PathSuffix == "" {
+		return true
+	}
+	suffix := strings.ToLower(f.PathSuffix)
+	p := strings.ToLower(r.URL.Path)
+	return strings.HasSuffix(p, suffix) || strings.HasSuffix(strings.TrimSuffix(p, "/"), suffix)
+}
+
+// take returns the first request fault (or, with stale, stale-read fault)
+// matching r, and
+// counts one use of it; a fault used Times times goes away.
+// The caller holds the lock.
+func (e *Emulator) take(service string, r *http.Request, stale bool) (Fault, bool) {
+	for i, fe := range e.faults {
+		if (fe.f.StaleReads > 0) != stale || !fe.f.matches(service, r) {
+			continue
+		}
+		fe.used++
+		if fe.f.Times > 0 && fe.used >= fe.f.Times {
+			e.faults = slices.Delete(e.faults, i, i+1)
+		}
+		return fe.f, true
+	}
+	return Fault{}, false
+}
+
+// applyFault acts on the first matching request fault; it reports whether
+// the request has been answered (or dropped).
+func (e *Emulator) applyFault(service string, w http.ResponseWriter, r *http.Request) bool {
+	e.mu.Lock()
+	f, ok := e.take(service, r, false)
+	e.mu.Unlock()
+	if !ok {
+		return false
+	}
+	if f.Latency > 0 && !sleepCtx(r.Context(), f.Latency) {
+		return true // the client gave up
+	}
+	if f.Reset {
+		// The server closes the connection without writing; InProcessTransport
+		// turns this into ErrConnectionReset.
+		panic(http.ErrAbortHandler)
+	}
+	if f.Status == 0 {
+		return false
+	}
+	if f.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(f.RetryAfter.Seconds()))))
+	}
+	code := f.Code
+	if code == "" {
+		code = defaultCode(service, f.Status)
+	}
+	msg := "Injected fault: " + http.StatusText(f.Status) + "."
+	switch service {
+	case svcARM:
+		writeARMError(w, f.Status, code, msg)
+	case svcKeyVault:
+		writeKVError(w, f.Status, code, msg)
+	default:
+		writeIdentityError(w, f.Status, code+": "+msg)
+	}
+	return true
+}
+
+func defaultCode(service string, status int) string {
+	switch {
+	case status == http.StatusTooManyRequests && service == svcARM:
+		return "SubscriptionRequestsThrottled"
+	case status == http.StatusTooManyRequests:
+		return "Throttled"
+	case status == http.StatusNotFound && service == svcKeyVault:
+		return "KeyNotFound"
+	case status == http.StatusNotFound:
+		return "ResourceNotFound"
+	case status == http.StatusForbidden && service == svcARM:
+		return "AuthorizationFailed"
+	}
+	return strings.ReplaceAll(http.StatusText(status), " ", "")
+}
+
+// noteWrite arms a stale-read fault after a successful write of server id
+// whose key URL was old. The caller holds the lock.
+func (e *Emulator) noteWrite(r *http.Request, id, old string) {
+	f, ok := e.take(svcARM, r, true)
+	if !ok {
+		return
+	}
+	e.stale[strings.ToLower(id)] = &staleRead{url: old, left: f.StaleReads}
+}
+
+// staleURL returns the URL a GET of id must show instead of the real one,
+// counting one stale read. The caller holds the lock.
+func (e *Emulator) staleURL(id string) (string, bool) {
+	s, ok := e.stale[strings.ToLower(id)]
+	if !ok {
+		return "", false
+	}
+	s.left--
+	if s.left <= 0 {
+		delete(e.stale, strings.ToLower(id))
+	}
+	return s.url, true
+}
+
+// Throttle sizes Resource Manager's token buckets, one pair (reads and
+// writes) per subscription.
+type Throttle struct {
+	WriteBurst, WriteRefillPerSec, ReadBurst, ReadRefillPerSec float64
+}
+
+// ARMDefaultThrottle is Resource Manager's default per-subscription limit:
+// https://learn.microsoft.com/azure/azure-resource-manager/management/request-limits-and-throttling
+var ARMDefaultThrottle = Throttle{
+	WriteBurst: 200, WriteRefillPerSec: 10, ReadBurst: 250, ReadRefillPerSec: 25,
+}
+
+type throttle struct {
+	cfg     Throttle
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// SetThrottle turns Resource Manager's throttling on with fresh, full
+// buckets, or off with nil. It is off after Start.
+func (e *Emulator) SetThrottle(t *Throttle) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if t == nil {
+		e.throttle = nil
+		return
+	}
+	e.throttle = &throttle{cfg: *t, buckets: map[string]*bucket{}}
+}
+
+// admit takes a token from the subscription's read or write bucket. It
+// sets the x-ms-ratelimit-remaining-subscription-* header and reports
+// whether the request may proceed; when it may not, it returns how long
+// until a token is back. The clock is time.Now, so a testing/synctest
+// bubble's fake clock drives it.
+func (e *Emulator) admit(w http.ResponseWriter, sub string, write bool) (time.Duration, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.throttle
+	if t == nil || sub == "" {
+		return 0, true
+	}
+	kind, burst, rate := "reads", t.cfg.ReadBurst, t.cfg.ReadRefillPerSec
+	if write {
+		kind, burst, rate = "writes", t.cfg.WriteBurst, t.cfg.WriteRefillPerSec
+	}
+	k := strings.ToLower(sub) + "/" + kind
+	now := time.Now()
+	b, ok := t.buckets[k]
+	if !ok {
+		b = &bucket{tokens: burst, last: now}
+		t.buckets[k] = b
+	}
+	if now.After(b.last) {
+		b.tokens = min(burst, b.tokens+now.Sub(b.last).Seconds()*rate)
+	}
+	b.last = now
+
+	h := "X-Ms-Ratelimit-Remaining-Subscription-" + strings.ToUpper(kind[:1]) + kind[1:]
+	if b.tokens < 1 {
+		w.Header().Set(h, "0")
+		if rate <= 0 {
+			return time.Hour, false
+		}
+		return time.Duration((1 - b.tokens) / rate * float64(time.Second)), false
+	}
+	b.tokens--
+	w.Header().Set(h, strconv.Itoa(int(b.tokens)))
+	return 0, true
+}
