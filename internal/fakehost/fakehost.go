@@ -436,7 +436,7 @@ func judge(id string, resp *http.Response, data []byte) *Result {
 func httpOutput(raw json.RawMessage) (*HTTPOutput, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
-		return nil, errors.New("Failed while trying to Deserialize to httpOutputBindingResponse")
+		return nil, errors.New("failed while trying to deserialize to httpOutputBindingResponse")
 	}
 	out := &HTTPOutput{Status: http.StatusOK, Headers: http.Header{}}
 	for k, v := range obj {

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/cmkrotator/cmkrotator/handler"
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// maxReplayFile bounds what replay reads: a day of dead-lettered events
+// for a handful of keys is far smaller.
+const maxReplayFile = 256 << 20
+
+// replayBatch is how many events replay hands the rotator at once; events
+// of one key within a batch share one rotation, and later batches find
+// those servers current.
+const replayBatch = 500
+
+// cliApp loads settings and builds the app for a one-shot command,
+// logging as text to stderr unless LOG_FORMAT says otherwise.
+func cliApp(e env) (*app, *slog.Logger, error) {
+	s, err := loadSettings(e.getenv, true, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.LogFormat == "" {
+		s.LogFormat = "text"
+	}
+	log := newLogger(s.LogFormat, s.LogLevel, e.stderr, e.stderr)
+	a, err := newApp(s, azcore.ClientOptions{}, log)
+	return a, log, err
+}
+
+func rotateCommand(ctx context.Context, args []string, e env) error {
+	fs := newFlags("rotate", "usage: cmkrotator rotate [flags] KEY_URL\n\n"+
+		"Rotates every server the subscription map lists for the key. A versionless\n"+
+		"KEY_URL rotates to the key's current version; a versioned one to exactly\n"+
+		"that version.", e)
+	dryRun := fs.Bool("dry-run", false, "decide and report, write nothing")
+	allowOlder := fs.Bool("allow-older", false, "allow moving a server to an older version")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageError("rotate takes one key URL, got %d arguments", fs.NArg())
+	}
+	ref, err := rotation.ParseKeyURL(fs.Arg(0))
+	if err != nil {
+		return usageError("%v", err)
+	}
+
+	a, _, err := cliApp(e)
+	if err != nil {
+		return err
+	}
+	if _, ok := a.targets.Lookup(ref); !ok {
+		return usageError("%s is not in the subscription map", ref.Versionless())
+	}
+	rep := a.rotator.Rotate(ctx, rotation.Request{Key: ref, DryRun: *dryRun, AllowOlder: *allowOlder, Manual: true})
+	if *asJSON {
+		writeJSONTo(e.stdout, rep)
+	} else {
+		printReport(e.stdout, rep)
+	}
+	return reportsExit([]rotation.Report{rep})
+}
+
+func replayCommand(ctx context.Context, args []string, e env) error {
+	fs := newFlags("replay", "usage: cmkrotator replay [flags] [FILE|-]\n\n"+
+		"Processes saved Key Vault events, e.g. an Event Grid dead-letter blob: one\n"+
+		"event or a JSON array, either schema, from FILE or standard input.", e)
+	asJSON := fs.Bool("json", false, "print the results as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 1 {
+		return usageError("replay takes at most one file, got %d arguments", fs.NArg())
+	}
+
+	in, name := e.stdin, "standard input"
+	if p := fs.Arg(0); p != "" && p != "-" {
+		f, err := os.Open(p)
+		if err != nil {
+			return usageError("open events: %v", err)
+		}
+		defer f.Close()
+		in, name = f, p
+	}
+	data, err := io.ReadAll(io.LimitReader(in, maxReplayFile+1))
+	if err != nil {
+		return fmt.Errorf("read events from %s: %w", name, err)
+	}
+	if len(data) > maxReplayFile {
+		return usageError("read events from %s: more than %d bytes", name, maxReplayFile)
+	}
+	events, err := rotation.DecodeEvents(data)
+	if err != nil {
+		return usageError("decode events from %s: %v", name, err)
+	}
+
+	a, _, err := cliApp(e)
+	if err != nil {
+		return err
+	}
+	progress := isTerminal(e.stderr) && len(events) > replayBatch
+	var results []rotation.EventResult
+	start := time.Now()
+	for i := 0; i < len(events); i += replayBatch {
+		batch := events[i:min(i+replayBatch, len(events))]
+		results = append(results, a.rotator.HandleEvents(ctx, batch)...)
+		if progress {
+			fmt.Fprintf(e.stderr, "\rreplayed %d of %d events (%s)", len(results), len(events), since(start))
+		}
+	}
+	if progress {
+		fmt.Fprintln(e.stderr)
+	}
+
+	if *asJSON {
+		writeJSONTo(e.stdout, handler.ReplayResponse{Results: results})
+	} else {
+		printEvents(e.stdout, results)
+	}
+	return reportsExit(eventReports(results))
+}
+
+func statusCommand(ctx context.Context, args []string, e env) error {
+	fs := newFlags("status", "usage: cmkrotator status [--json]\n\n"+
+		"Shows, per subscribed key, its current version, each server's version and\n"+
+		"state, and which older versions no server uses (safe to disable).", e)
+	asJSON := fs.Bool("json", false, "print JSON (as GET /api/status answers)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	a, _, err := cliApp(e)
+	if err != nil {
+		return err
+	}
+	cred := a.cred.run(ctx)
+	resp := handler.StatusResponse{Credential: &cred, Status: a.rotator.Status(ctx)}
+	if *asJSON {
+		writeJSONTo(e.stdout, resp)
+	} else {
+		printStatus(e.stdout, resp)
+	}
+	if !cred.OK {
+		return &exitError{code: exitRetryable, err: errQuiet}
+	}
+	for _, k := range resp.Keys {
+		if k.Error != "" {
+			return &exitError{code: exitFailed, err: errQuiet}
+		}
+		for _, s := range k.Servers {
+			if s.State == rotation.StateUnreachable {
+				return &exitError{code: exitFailed, err: errQuiet}
+			}
+		}
+	}
+	return nil
+}
+
+// reportsExit maps reports to the exit codes: retryable failures first,
+// then final ones.
+func reportsExit(reps []rotation.Report) error {
+	code := exitOK
+	for _, r := range reps {
+		switch {
+		case !r.Final():
+			return &exitError{code: exitRetryable, err: errQuiet}
+		case !r.OK():
+			code = exitFailed
+		}
+	}
+	if code != exitOK {
+		return &exitError{code: code, err: errQuiet}
+	}
+	return nil
+}
+
+func eventReports(results []rotation.EventResult) []rotation.Report {
+	seen := map[*rotation.Report]bool{}
+	var reps []rotation.Report
+	for _, r := range results {
+		if r.Report != nil && !seen[r.Report] {
+			seen[r.Report] = true
+			reps = append(reps, *r.Report)
+		}
+	}
+	return reps
+}
+
+func writeJSONTo(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// shortID shortens a server's ARM ID to resourceGroup/name for tables.
+func shortID(id string) string {
+	parts := strings.Split(strings.Trim(id, "/"), "/")
+	if len(parts) >= 8 && strings.EqualFold(parts[2], "resourceGroups") {
+		return parts[3] + "/" + parts[len(parts)-1]
+	}
+	return id
+}
+
+func short(v string) string {
+	if len(v) > 12 {
+		return v[:12]
+	}
+	if v == "" {
+		return "-"
+	}
+	return v
+}
+
+func printReport(w io.Writer, rep rotation.Report) {
+	fmt.Fprintf(w, "key %s", rep.Key)
+	if rep.TargetVersion != "" {
+		fmt.Fprintf(w, " -> version %s", rep.TargetVersion)
+	}
+	if rep.DryRun {
+		fmt.Fprint(w, " (dry run)")
+	}
+	fmt.Fprintln(w)
+	if rep.Error != "" {
+		fmt.Fprintf(w, "  error: %s (retryable: %t)\n", rep.Error, rep.Retryable)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  SERVER\tOUTCOME\tFROM\tNOW\tREASON")
+	for _, s := range rep.Servers {
+		outcome := string(s.Outcome)
+		if s.Outcome == rotation.Failed && s.Retryable {
+			outcome += " (retryable)"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", shortID(s.ID), outcome, short(s.PreviousVersion), short(s.Version), s.Reason)
+	}
+	tw.Flush()
+}
+
+func printEvents(w io.Writer, results []rotation.EventResult) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EVENT\tTYPE\tKEY\tRESULT")
+	printed := map[*rotation.Report]bool{}
+	var reports []*rotation.Report
+	for _, r := range results {
+		res := r.Ignored
+		switch {
+		case r.Report != nil && r.Report.OK():
+			res = "ok"
+		case r.Report != nil && !r.Report.Final():
+			res = "failed, retry later"
+		case r.Report != nil:
+			res = "failed"
+		}
+		typ := strings.TrimPrefix(r.Type, "Microsoft.KeyVault.")
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.EventID, typ, r.Key, res)
+		if r.Report != nil && !printed[r.Report] {
+			printed[r.Report] = true
+			reports = append(reports, r.Report)
+		}
+	}
+	tw.Flush()
+	for _, rep := range reports {
+		fmt.Fprintln(w)
+		printReport(w, *rep)
+	}
+}
+
+func printStatus(w io.Writer, st handler.StatusResponse) {
+	if c := st.Credential; c != nil && !c.OK {
+		fmt.Fprintf(w, "credential refused: %s\n\n", c.Error)
+	}
+	for i, k := range st.Keys {
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "key %s  current %s\n", k.Key, short(k.CurrentVersion))
+		if k.Error != "" {
+			fmt.Fprintf(w, "  error: %s\n", k.Error)
+		}
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "  SERVER\tVERSION\tSTATE\tERROR")
+		for _, s := range k.Servers {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", shortID(s.ID), short(s.Version), s.State, s.Error)
+		}
+		tw.Flush()
+		if len(k.SafeToDisable) > 0 {
+			fmt.Fprintf(w, "  safe to disable: %s\n", strings.Join(k.SafeToDisable, ", "))
+		}
+	}
+}

@@ -1,0 +1,150 @@
+// Command cmkrotator keeps Azure Fluid Relay servers on the newest version
+// of their customer-managed key. Under the Azure Functions host it is the
+// custom handler (serve, the default); on a terminal it rotates, replays
+// saved events, shows status, or runs the whole system locally against an
+// emulation of Azure (local).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// Exit codes.
+const (
+	exitOK        = 0 // done; every server rotated, current or skipped
+	exitFailed    = 1 // some work failed for good, or the command could not run
+	exitUsage     = 2 // bad command line or settings; nothing was done
+	exitRetryable = 3 // something failed that running again later could fix
+)
+
+const usage = `cmkrotator keeps Azure Fluid Relay servers on the newest version of
+their customer-managed key.
+
+Usage:
+  cmkrotator [serve]                      custom handler for the Functions host
+  cmkrotator rotate [flags] KEY_URL       rotate one key's servers now
+  cmkrotator replay [flags] [FILE|-]      process saved events (a dead-letter blob)
+  cmkrotator status [--json]              keys, servers, versions safe to disable
+  cmkrotator local [flags]                run everything against a local emulator
+
+Run "cmkrotator COMMAND --help" for a command's flags. Settings come from
+the environment (see README.md, Settings).
+
+Exit codes:
+  0  done: every server rotated, current or skipped
+  1  some work failed for good, or the command could not run
+  2  bad command line or settings; nothing was done
+  3  something failed that running again later could fix
+`
+
+// env is what a command may use of the process.
+type env struct {
+	getenv func(string) string
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], env{os.Getenv, os.Stdin, os.Stdout, os.Stderr}))
+}
+
+// run runs the command of args and returns the exit code. ctx ends on
+// SIGTERM or interrupt.
+func run(ctx context.Context, args []string, e env) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serveCommand(ctx, args, e)
+	case "rotate":
+		err = rotateCommand(ctx, args, e)
+	case "replay":
+		err = replayCommand(ctx, args, e)
+	case "status":
+		err = statusCommand(ctx, args, e)
+	case "local":
+		err = localCommand(ctx, args, e)
+	case "help":
+		fmt.Fprint(e.stdout, usage)
+		return exitOK
+	default:
+		fmt.Fprintf(e.stderr, "cmkrotator: unknown command %q\n\n%s", cmd, usage)
+		return exitUsage
+	}
+	return exitCode(err, e.stderr)
+}
+
+// exitError carries an exit code and, unless quiet, a message for stderr.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// exitCode prints err in one line and maps it to an exit code.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	var se *settingsError
+	var ee *exitError
+	switch {
+	case errors.As(err, &se):
+		fmt.Fprintf(stderr, "cmkrotator: %v\n", err)
+		return exitUsage
+	case errors.As(err, &ee):
+		if ee.err != errQuiet {
+			fmt.Fprintf(stderr, "cmkrotator: %v\n", ee.err)
+		}
+		return ee.code
+	default:
+		fmt.Fprintf(stderr, "cmkrotator: %v\n", err)
+		return exitFailed
+	}
+}
+
+// errQuiet is an exit whose reason the command already printed.
+var errQuiet = errors.New("see above")
+
+func usageError(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// newFlags returns a flag set whose --help prints use and the flags.
+func newFlags(name, use string, e env) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\n", use)
+		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), "\nExit codes: 0 done, 1 failed, 2 bad usage or settings, 3 retry later.\n")
+	}
+	return fs
+}
+
+// parseFlags parses args, mapping a bad flag to exitUsage.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &exitError{code: exitUsage, err: errQuiet}
+	}
+	return nil
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/cmkrotator/cmkrotator/azure"
+	"github.com/cmkrotator/cmkrotator/handler"
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// shutdownGrace bounds the wait for in-flight invocations on SIGTERM: an
+// Event Grid invocation's own deadline is 25 s.
+const shutdownGrace = 30 * time.Second
+
+func serveCommand(ctx context.Context, args []string, e env) error {
+	fs := newFlags("serve", "usage: cmkrotator [serve]\n\n"+
+		"Serves the custom handler on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT, as the\n"+
+		"Azure Functions host starts it. Settings come from the environment.", e)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	s, err := loadSettings(e.getenv, true, true)
+	if err != nil {
+		return err
+	}
+	log := newLogger(s.LogFormat, s.LogLevel, e.stdout, e.stderr)
+
+	app, err := newApp(s, azcore.ClientOptions{}, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port))
+	if err != nil {
+		return fmt.Errorf("listen on port %d: %w", s.Port, err)
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "keys", s.Targets.Len(),
+		"servers", len(s.Targets.ServerIDs()), "dry_run", s.DryRun, "identity", app.cred.what)
+	go app.cred.run(ctx) // logs one clear line if the identity is refused
+	return serveOn(ctx, ln, app.handler, log)
+}
+
+// app is everything a command needs, built from settings.
+type app struct {
+	targets rotation.Targets
+	rotator *rotation.Rotator
+	cred    *credentialCheck
+	handler http.Handler
+}
+
+// newApp builds the credential, the Azure clients, the rotator and the
+// handler. opts carry the transport (the emulator's, for local).
+func newApp(s Settings, opts azcore.ClientOptions, log *slog.Logger) (*app, error) {
+	cred, what, err := newCredential(s, opts)
+	if err != nil {
+		return nil, err
+	}
+	keys := azure.NewKeyVault(cred, &azure.KeyVaultOptions{ClientOptions: opts})
+	servers, err := azure.NewFluidRelay(cred, &azure.FluidRelayOptions{
+		Endpoint:      s.ARMEndpoint,
+		Audience:      s.ARMAudience,
+		ClientOptions: opts,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create Fluid Relay client: %w", err)
+	}
+	rot, err := rotation.New(rotation.Config{
+		Keys:        keys,
+		Servers:     servers,
+		Targets:     s.Targets,
+		Concurrency: s.Concurrency,
+		Deadline:    s.Deadline,
+		DryRun:      s.DryRun,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	check := newCredentialCheck(cred, what, s.ARMAudience, log)
+	h, err := handler.New(handler.Config{
+		Rotator:    rot,
+		Targets:    s.Targets,
+		Credential: check.status,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &app{targets: s.Targets, rotator: rot, cred: check, handler: h}, nil
+}
+
+// serveOn serves h on ln until ctx ends, then lets in-flight requests
+// finish within shutdownGrace.
+func serveOn(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute, // bodies are bounded and sent at once
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+
+	select {
+	case err := <-done:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "grace", shutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

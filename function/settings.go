@@ -1,0 +1,203 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// Settings are the app settings, read from the environment once at start.
+// Every field's zero value is the documented default.
+type Settings struct {
+	Port int // FUNCTIONS_CUSTOMHANDLER_PORT; required by serve
+
+	ClientID         string // AZURE_CLIENT_ID: the user-assigned identity; zero: system-assigned or developer login
+	IdentityEndpoint string // IDENTITY_ENDPOINT, set by App Service: use managed identity
+
+	Targets       rotation.Targets // ROTATION_TARGETS or the file ROTATION_TARGETS_FILE names
+	TargetsSource string           // where Targets came from, for messages
+
+	ARMEndpoint string        // ROTATION_ARM_ENDPOINT; zero: https://management.azure.com
+	ARMAudience string        // ROTATION_ARM_AUDIENCE; zero: https://management.core.windows.net/
+	Concurrency int           // ROTATION_CONCURRENCY; zero: 8
+	Deadline    time.Duration // ROTATION_DEADLINE; zero: 25s
+	DryRun      bool          // ROTATION_DRY_RUN
+
+	// ReconcileSchedule is ROTATION_RECONCILE_SCHEDULE, read by the host
+	// for the Reconcile timer; checked here so that a typo is named at
+	// start. Zero: not set (the host then refuses the Reconcile function).
+	ReconcileSchedule string
+
+	LogLevel  slog.Level // LOG_LEVEL: debug, info (zero), warn, error
+	LogFormat string     // LOG_FORMAT: "json", "text", or zero: text on a terminal, else json
+}
+
+// settingsError is a bad setting: the process says so in one line and
+// exits with exitUsage.
+type settingsError struct {
+	name string
+	err  error
+}
+
+func (e *settingsError) Error() string { return "setting " + e.name + ": " + e.err.Error() }
+func (e *settingsError) Unwrap() error { return e.err }
+
+// loadSettings reads and checks every setting. needTargets and needPort
+// say what the command requires. It reads files only for
+// ROTATION_TARGETS_FILE.
+func loadSettings(getenv func(string) string, needTargets, needPort bool) (Settings, error) {
+	var s Settings
+	bad := func(name string, err error) (Settings, error) {
+		return Settings{}, &settingsError{name: name, err: err}
+	}
+
+	if v := getenv("FUNCTIONS_CUSTOMHANDLER_PORT"); v != "" || needPort {
+		port, err := strconv.Atoi(v)
+		if err != nil || port < 1 || port > 65535 {
+			return bad("FUNCTIONS_CUSTOMHANDLER_PORT", fmt.Errorf("want a port number, got %q (the Functions host sets it)", v))
+		}
+		s.Port = port
+	}
+	s.ClientID = strings.TrimSpace(getenv("AZURE_CLIENT_ID"))
+	s.IdentityEndpoint = strings.TrimSpace(getenv("IDENTITY_ENDPOINT"))
+
+	if needTargets {
+		t, src, err := loadTargets(getenv)
+		if err != nil {
+			return bad(src, err)
+		}
+		s.Targets, s.TargetsSource = t, src
+	}
+
+	var err error
+	if s.ARMEndpoint, err = httpsURL(getenv("ROTATION_ARM_ENDPOINT")); err != nil {
+		return bad("ROTATION_ARM_ENDPOINT", err)
+	}
+	if s.ARMAudience, err = httpsURL(getenv("ROTATION_ARM_AUDIENCE")); err != nil {
+		return bad("ROTATION_ARM_AUDIENCE", err)
+	}
+	if v := getenv("ROTATION_CONCURRENCY"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 256 {
+			return bad("ROTATION_CONCURRENCY", fmt.Errorf("want a number from 1 to 256, got %q", v))
+		}
+		s.Concurrency = n
+	}
+	if v := getenv("ROTATION_DEADLINE"); v != "" {
+		d, err := parseDeadline(v)
+		if err != nil {
+			return bad("ROTATION_DEADLINE", err)
+		}
+		s.Deadline = d
+	}
+	if v := getenv("ROTATION_DRY_RUN"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return bad("ROTATION_DRY_RUN", fmt.Errorf("want true or false, got %q", v))
+		}
+		s.DryRun = b
+	}
+	if v := getenv("ROTATION_RECONCILE_SCHEDULE"); v != "" {
+		if err := checkSchedule(v); err != nil {
+			return bad("ROTATION_RECONCILE_SCHEDULE", err)
+		}
+		s.ReconcileSchedule = v
+	}
+	if v := getenv("LOG_LEVEL"); v != "" {
+		if err := s.LogLevel.UnmarshalText([]byte(v)); err != nil {
+			return bad("LOG_LEVEL", fmt.Errorf("want debug, info, warn or error, got %q", v))
+		}
+	}
+	switch v := strings.ToLower(getenv("LOG_FORMAT")); v {
+	case "", "json", "text":
+		s.LogFormat = v
+	default:
+		return bad("LOG_FORMAT", fmt.Errorf("want json or text, got %q", v))
+	}
+	return s, nil
+}
+
+// loadTargets reads the subscription map from ROTATION_TARGETS (inline
+// JSON) or ROTATION_TARGETS_FILE (a path); exactly one must be set. The
+// second result names the setting used.
+func loadTargets(getenv func(string) string) (rotation.Targets, string, error) {
+	inline, file := strings.TrimSpace(getenv("ROTATION_TARGETS")), strings.TrimSpace(getenv("ROTATION_TARGETS_FILE"))
+	switch {
+	case inline != "" && file != "":
+		return rotation.Targets{}, "ROTATION_TARGETS", errors.New("set ROTATION_TARGETS or ROTATION_TARGETS_FILE, not both")
+	case inline == "" && file == "":
+		return rotation.Targets{}, "ROTATION_TARGETS", errors.New(`missing: set it to the subscription map, {"targets":[{"key":"https://{vault}/keys/{name}","servers":["/subscriptions/…"]}]}, or set ROTATION_TARGETS_FILE`)
+	}
+
+	name, data := "ROTATION_TARGETS", []byte(inline)
+	if file != "" {
+		name = "ROTATION_TARGETS_FILE"
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return rotation.Targets{}, name, fmt.Errorf("read subscription map: %w", err)
+		}
+		data = b
+	}
+	t, err := rotation.ParseTargets(data)
+	if err != nil {
+		return rotation.Targets{}, name, err
+	}
+	if t.Len() == 0 {
+		return rotation.Targets{}, name, errors.New("the subscription map lists no keys")
+	}
+	return t, name, nil
+}
+
+// httpsURL checks an optional endpoint setting: an absolute https URL.
+func httpsURL(v string) (string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return "", nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return "", fmt.Errorf("want an https URL, got %q", v)
+	}
+	return v, nil
+}
+
+// parseDeadline accepts a Go duration ("25s", "1m") or whole seconds.
+func parseDeadline(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		n, nerr := strconv.Atoi(v)
+		if nerr != nil {
+			return 0, fmt.Errorf("want a duration such as 25s, got %q", v)
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d <= 0 || d > 10*time.Minute {
+		return 0, fmt.Errorf("want a duration above 0 and at most 10m, got %q", v)
+	}
+	return d, nil
+}
+
+// checkSchedule checks a timer schedule the way the host reads it: an
+// NCRONTAB expression of six fields ("0 */30 * * * *") or a TimeSpan
+// ("01:00:00").
+func checkSchedule(v string) error {
+	if fields := strings.Fields(v); len(fields) == 6 {
+		return nil
+	}
+	if parts := strings.Split(v, ":"); len(parts) == 3 {
+		for _, p := range parts {
+			if _, err := strconv.Atoi(p); err != nil {
+				return fmt.Errorf("want six NCRONTAB fields (\"0 */30 * * * *\") or hh:mm:ss, got %q", v)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("want six NCRONTAB fields (\"0 */30 * * * *\") or hh:mm:ss, got %q", v)
+}
