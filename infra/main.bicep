@@ -184,6 +184,11 @@ var eventSubscriptionName = 'cmkrotator-key-new-version'
 var keyNewVersionCreated = 'Microsoft.KeyVault.KeyNewVersionCreated'
 
 var keyNames = [for t in targets: t.keyName]
+
+// Resource Manager of this cloud, without the trailing slash, as the code's
+// default (https://management.azure.com) is written.
+var resourceManager = environment().resourceManager
+var armEndpoint = endsWith(resourceManager, '/') ? substring(resourceManager, 0, length(resourceManager) - 1) : resourceManager
 var vaultHost = '${keyVaultName}${environment().suffixes.keyvaultDns}'
 
 var createdServerId = resourceId(
@@ -598,7 +603,7 @@ var appSettings = [
   }
   {
     name: 'ROTATION_ARM_ENDPOINT'
-    value: environment().resourceManager
+    value: armEndpoint
   }
   {
     name: 'ROTATION_ARM_AUDIENCE'
