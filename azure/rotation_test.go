@@ -1,0 +1,475 @@
+package azure_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+func TestRotate_NewVersionReachesEveryServer(t *testing.T) {
+	f := setup(t, 3)
+	v2, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.rotator(t, nil)
+	f.emu.ResetRequests()
+
+	res := r.HandleEvents(t.Context(), []rotation.Event{f.event(t, v2)})
+
+	if len(res) != 1 || res[0].Report == nil {
+		t.Fatalf("got results %+v, want one with a report", res)
+	}
+	rep := *res[0].Report
+	var want []rotation.ServerResult
+	for _, id := range f.ids {
+		want = append(want, rotation.ServerResult{ID: id, Outcome: rotation.Rotated,
+			Reason: "rotate from " + f.v1.Version + " to " + v2.Version, PreviousVersion: f.v1.Version, Version: v2.Version})
+	}
+	if diff := cmp.Diff(want, rep.Servers); diff != "" {
+		t.Errorf("servers mismatch (-want +got):\n%s", diff)
+	}
+	if rep.TargetVersion != v2.Version || !rep.OK() {
+		t.Errorf("got target %q, OK %v; want %q, true", rep.TargetVersion, rep.OK(), v2.Version)
+	}
+	for _, id := range f.ids {
+		if got, _ := f.emu.ServerKeyURL(id); got != v2.KID {
+			t.Errorf("%s: got key URL %q, want %q", id, got, v2.KID)
+		}
+		if !f.confirmedAfterPatch(id) {
+			t.Errorf("%s: no GET confirmed the PATCH", id)
+		}
+	}
+	for id, n := range f.patchesPerServer() {
+		if n != 1 {
+			t.Errorf("%s: got %d PATCHes, want 1", id, n)
+		}
+	}
+	if got := len(f.patches()); got != 3 {
+		t.Errorf("got %d PATCHes, want 3", got)
+	}
+	wantBody := `{"properties":{"encryption":{"customerManagedKeyEncryption":{"keyEncryptionKeyUrl":"` + v2.KID + `"}}}}`
+	for _, p := range f.patches() {
+		if string(p.Body) != wantBody {
+			t.Errorf("got PATCH body %s, want %s", p.Body, wantBody)
+		}
+	}
+}
+
+func TestRotate_RepeatedEventsPatchOnce(t *testing.T) {
+	f := setup(t, 3)
+	v2, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.rotator(t, nil)
+	e := f.event(t, v2)
+
+	// The same event twice, one after the other.
+	first := r.HandleEvents(t.Context(), []rotation.Event{e})
+	second := r.HandleEvents(t.Context(), []rotation.Event{e})
+	for _, s := range second[0].Report.Servers {
+		if s.Outcome != rotation.Current {
+			t.Errorf("redelivery: %s got %s, want current", s.ID, s.Outcome)
+		}
+	}
+	if !first[0].Report.OK() {
+		t.Errorf("first delivery: got %+v, want OK", first[0].Report)
+	}
+
+	// Twenty copies at once, in one batch and in twenty invocations.
+	v3, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e3 := f.event(t, v3)
+	batch := make([]rotation.Event, 20)
+	for i := range batch {
+		batch[i] = e3
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() { r.HandleEvents(t.Context(), batch[:1]) })
+	}
+	wg.Go(func() { r.HandleEvents(t.Context(), batch) })
+	wg.Wait()
+
+	for _, id := range f.ids {
+		if got, _ := f.emu.ServerKeyURL(id); got != v3.KID {
+			t.Errorf("%s: got key URL %q, want %q", id, got, v3.KID)
+		}
+	}
+	for id, n := range f.patchesPerServer() {
+		if n != 2 { // v2 once, v3 once
+			t.Errorf("%s: got %d PATCHes, want 2", id, n)
+		}
+	}
+}
+
+func TestRotate_NeverBackwards(t *testing.T) {
+	f := setup(t, 2)
+	v2, _ := f.vault.RotateKey("cmk")
+	v3, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.rotator(t, nil)
+
+	for _, v := range []emulator.KeyVersionInfo{v3, v2} {
+		res := r.HandleEvents(t.Context(), []rotation.Event{f.event(t, v)})
+		if rep := res[0].Report; rep.TargetVersion != v3.Version {
+			t.Errorf("event for %s: got target %s, want %s", v.Version, rep.TargetVersion, v3.Version)
+		}
+	}
+	// An event for v2 alone, with the servers already on v3.
+	for _, id := range f.ids {
+		if got, _ := f.emu.ServerKeyURL(id); got != v3.KID {
+			t.Errorf("%s: got key URL %q, want %q", id, got, v3.KID)
+		}
+	}
+	for _, p := range f.patches() {
+		if strings.Contains(string(p.Body), v2.Version) {
+			t.Errorf("a PATCH wrote v2: %s", p.Body)
+		}
+	}
+
+	// A manual request for v2 skips servers on the newer v3 unless it
+	// explicitly allows older.
+	rep := r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version), Manual: true})
+	for _, s := range rep.Servers {
+		if s.Outcome != rotation.Skipped || s.Reason != rotation.ReasonNewer {
+			t.Errorf("manual v2: %s got %s %q, want skipped %q", s.ID, s.Outcome, s.Reason, rotation.ReasonNewer)
+		}
+	}
+	// allowOlder is ignored on events.
+	rep = r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version), AllowOlder: true})
+	if rep.TargetVersion != v3.Version {
+		t.Errorf("event with allowOlder: got target %s, want %s", rep.TargetVersion, v3.Version)
+	}
+	rep = r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version), Manual: true, AllowOlder: true})
+	for _, s := range rep.Servers {
+		if s.Outcome != rotation.Rotated || s.Version != v2.Version {
+			t.Errorf("manual v2 allowing older: %s got %s on %s, want rotated on %s", s.ID, s.Outcome, s.Version, v2.Version)
+		}
+	}
+}
+
+func TestRotate_InvalidTargetRefused(t *testing.T) {
+	tests := []struct {
+		name string
+		opts emulator.KeyOptions
+	}{
+		{"EC P-256", emulator.KeyOptions{Type: "EC"}},
+		{"disabled", emulator.KeyOptions{Disabled: true}},
+		{"expired", emulator.KeyOptions{Expires: time.Now().Add(-time.Hour)}},
+		{"not yet valid", emulator.KeyOptions{NotBefore: time.Now().Add(time.Hour)}},
+		{"lacks unwrapKey", emulator.KeyOptions{Ops: []string{"encrypt", "decrypt", "wrapKey"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t, 2)
+			v2, err := f.vault.CreateKey("cmk", tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := f.rotator(t, nil)
+
+			res := r.HandleEvents(t.Context(), []rotation.Event{f.event(t, v2)})
+
+			rep := res[0].Report
+			if rep.Error == "" || rep.Retryable || !rep.Final() {
+				t.Errorf("got report error %q retryable %v, want a final error", rep.Error, rep.Retryable)
+			}
+			if n := len(f.patches()); n != 0 {
+				t.Errorf("got %d PATCHes, want none", n)
+			}
+		})
+	}
+}
+
+func TestHandleEvents_OddPayloadSameAsClean(t *testing.T) {
+	for _, odd := range []bool{false, true} {
+		name := map[bool]string{false: "clean", true: "odd"}[odd]
+		t.Run(name, func(t *testing.T) {
+			f := setup(t, 2)
+			v2, err := f.vault.RotateKey("cmk")
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := `{"Id":"` + v2.KID + `","VaultName":"kv1","ObjectType":"Key","ObjectName":"cmk","Version":"` + v2.Version + `","NBF":1559081980,"EXP":null}`
+			if odd {
+				data = `{"Id":"` + v2.KID + `","vaultName":"kv1","objectName ":"cmk","Version":" ` + v2.Version + `","NBF":"1559081980","EXP":null}`
+			}
+			body := `[{"id":"e1","topic":"t","subject":"cmk","eventType":"Microsoft.KeyVault.KeyNewVersionCreated","eventTime":"2024-01-02T03:04:05Z","data":` + data + `,"dataVersion":"1","metadataVersion":"1"}]`
+			events, err := rotation.DecodeEvents([]byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := f.rotator(t, nil)
+
+			res := r.HandleEvents(t.Context(), events)
+
+			want := []rotation.EventResult{{EventID: "e1", Type: rotation.TypeKeyNewVersionCreated, Key: f.key.String(), Report: res[0].Report}}
+			if diff := cmp.Diff(want, res); diff != "" {
+				t.Errorf("results mismatch (-want +got):\n%s", diff)
+			}
+			for id, o := range outcomes(*res[0].Report) {
+				if o != rotation.Rotated {
+					t.Errorf("%s: got %s, want rotated", id, o)
+				}
+			}
+		})
+	}
+}
+
+func TestHandleEvents_VersionlessIDResolvesToCurrent(t *testing.T) {
+	f := setup(t, 2)
+	v2, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := f.event(t, v2)
+	e.Key.Version = "" // as from "Id": ".../keys/cmk/" with no Version
+	r := f.rotator(t, nil)
+
+	res := r.HandleEvents(t.Context(), []rotation.Event{e})
+
+	if got := res[0].Report.TargetVersion; got != v2.Version {
+		t.Errorf("got target %q, want the current version %q", got, v2.Version)
+	}
+	for _, p := range f.patches() {
+		var body struct {
+			Properties struct {
+				Encryption struct {
+					CMK struct {
+						URL string `json:"keyEncryptionKeyUrl"`
+					} `json:"customerManagedKeyEncryption"`
+				} `json:"encryption"`
+			} `json:"properties"`
+		}
+		if err := json.Unmarshal(p.Body, &body); err != nil {
+			t.Fatal(err)
+		}
+		if ref := mustKey(t, body.Properties.Encryption.CMK.URL); ref.Version == "" {
+			t.Errorf("PATCH to a versionless URL: %s", p.Body)
+		}
+	}
+	if n := len(f.patches()); n != 2 {
+		t.Errorf("got %d PATCHes, want 2", n)
+	}
+}
+
+func TestHandleEvents_UnsubscribedKeysTouchNothing(t *testing.T) {
+	f := setup(t, 2)
+	other := f.emu.AddVault("kv2")
+	o1, err := other.CreateKey("cmk", emulator.KeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := f.vault.CreateKey("cmk-old", emulator.KeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.rotator(t, nil)
+	f.emu.ResetRequests()
+
+	events := []rotation.Event{f.event(t, o1), f.event(t, old)}
+	events[0].Key = mustKey(t, o1.KID)
+	res := r.HandleEvents(t.Context(), events)
+
+	for _, er := range res {
+		if er.Ignored != rotation.IgnoredNotSubscribed || er.Report != nil {
+			t.Errorf("event for %s: got ignored %q report %v, want ignored %q and no report", er.Key, er.Ignored, er.Report, rotation.IgnoredNotSubscribed)
+		}
+	}
+	if reqs := f.emu.Requests(); len(reqs) != 0 {
+		t.Errorf("got %d requests (first %s %s %s), want none", len(reqs), reqs[0].Method, reqs[0].Host, reqs[0].Path)
+	}
+}
+
+func TestRotate_ServersLeftAlone(t *testing.T) {
+	f := setup(t, 1)
+	versionless, _ := f.emu.PutServer(emulator.ServerSpec{Name: "relay-vl", KeyURL: f.key.String()})
+	noCMK, _ := f.emu.PutServer(emulator.ServerSpec{Name: "relay-plain"})
+	oldKey, _ := f.vault.CreateKey("cmk-old", emulator.KeyOptions{})
+	mismatch, _ := f.emu.PutServer(emulator.ServerSpec{Name: "relay-other", KeyURL: oldKey.KID})
+	v2, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.rotator(t, func(c *rotation.Config) {
+		c.Targets = f.targets(t, f.ids[0], versionless, noCMK, mismatch)
+	})
+
+	rep := r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version)})
+
+	want := []rotation.ServerResult{
+		{ID: f.ids[0], Outcome: rotation.Rotated, Reason: "rotate from " + f.v1.Version + " to " + v2.Version, PreviousVersion: f.v1.Version, Version: v2.Version},
+		{ID: versionless, Outcome: rotation.Skipped, Reason: rotation.ReasonVersionless},
+		{ID: noCMK, Outcome: rotation.Skipped, Reason: rotation.ReasonNoCMK},
+		{ID: mismatch, Outcome: rotation.Skipped, Reason: "mismatch: uses " + mustKey(t, oldKey.KID).Versionless().String()},
+	}
+	if diff := cmp.Diff(want, rep.Servers); diff != "" {
+		t.Errorf("servers mismatch (-want +got):\n%s", diff)
+	}
+	if got, _ := f.emu.ServerKeyURL(versionless); got != f.key.String() {
+		t.Errorf("versionless server: got key URL %q, want it untouched", got)
+	}
+	if n := len(f.patches()); n != 1 {
+		t.Errorf("got %d PATCHes, want 1", n)
+	}
+}
+
+func TestRotate_PreviousVersionDisabled(t *testing.T) {
+	f := setup(t, 2)
+	if err := f.vault.SetEnabled("cmk", f.v1.Version, false); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.rotator(t, nil)
+
+	rep := r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version)})
+
+	for _, s := range rep.Servers {
+		want := rotation.ServerResult{ID: s.ID, Outcome: rotation.Failed, Reason: "previous version disabled",
+			PreviousVersion: f.v1.Version, Version: f.v1.Version}
+		if diff := cmp.Diff(want, s); diff != "" {
+			t.Errorf("server mismatch (-want +got):\n%s", diff)
+		}
+	}
+	if !rep.Final() {
+		t.Error("got a retryable report, want final")
+	}
+	if n := len(f.patches()); n != 0 {
+		t.Errorf("got %d PATCHes, want none", n)
+	}
+}
+
+func TestRotate_ServerGone(t *testing.T) {
+	f := setup(t, 3)
+	if err := f.emu.DeleteServer(f.ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	v2, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.rotator(t, nil)
+
+	rep := r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version)})
+
+	want := map[string]rotation.Outcome{f.ids[0]: rotation.Rotated, f.ids[1]: rotation.Failed, f.ids[2]: rotation.Rotated}
+	if diff := cmp.Diff(want, outcomes(rep)); diff != "" {
+		t.Errorf("outcomes mismatch (-want +got):\n%s", diff)
+	}
+	if s := rep.Servers[1]; s.Retryable || s.Reason != "server not found" {
+		t.Errorf("gone server: got reason %q retryable %v, want %q, final", s.Reason, s.Retryable, "server not found")
+	}
+	if !rep.Final() {
+		t.Error("got a retryable report, want final")
+	}
+}
+
+func TestRotate_DryRun(t *testing.T) {
+	for _, where := range []string{"config", "request"} {
+		t.Run(where, func(t *testing.T) {
+			f := setup(t, 2)
+			v2, err := f.vault.RotateKey("cmk")
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := f.rotator(t, func(c *rotation.Config) { c.DryRun = where == "config" })
+
+			rep := r.Rotate(t.Context(), rotation.Request{Key: f.key, DryRun: where == "request"})
+
+			if !rep.DryRun {
+				t.Error("report not marked dry run")
+			}
+			for _, s := range rep.Servers {
+				want := rotation.ServerResult{ID: s.ID, Outcome: rotation.Skipped, WouldPatch: true,
+					Reason:          "dry run: would rotate from " + f.v1.Version + " to " + v2.Version,
+					PreviousVersion: f.v1.Version, Version: v2.Version}
+				if diff := cmp.Diff(want, s); diff != "" {
+					t.Errorf("server mismatch (-want +got):\n%s", diff)
+				}
+			}
+			if n := len(f.patches()); n != 0 {
+				t.Errorf("got %d PATCHes, want none", n)
+			}
+		})
+	}
+}
+
+func TestReconcileAndStatus(t *testing.T) {
+	f := setup(t, 3)
+	v2, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := f.rotator(t, nil)
+	r.Reconcile(t.Context())
+	// An IaC run puts one server back on v1.
+	if err := f.emu.SetServerKeyURL(f.ids[2], f.v1.KID); err != nil {
+		t.Fatal(err)
+	}
+
+	st := r.Status(t.Context())
+	want := rotation.Status{Keys: []rotation.KeyStatus{{
+		Key: f.key.String(), CurrentVersion: v2.Version,
+		Servers: []rotation.ServerStatus{
+			{ID: f.ids[0], Version: v2.Version, State: rotation.StateCurrent},
+			{ID: f.ids[1], Version: v2.Version, State: rotation.StateCurrent},
+			{ID: f.ids[2], Version: f.v1.Version, State: rotation.StateLagging},
+		},
+		SafeToDisable: []string{},
+	}}}
+	if diff := cmp.Diff(want, st); diff != "" {
+		t.Errorf("status mismatch (-want +got):\n%s", diff)
+	}
+
+	reports := r.Reconcile(t.Context())
+	if len(reports) != 1 || outcomes(reports[0])[f.ids[2]] != rotation.Rotated {
+		t.Fatalf("reconcile: got %+v, want server 3 rotated", reports)
+	}
+	st = r.Status(t.Context())
+	if diff := cmp.Diff([]string{f.v1.Version}, st.Keys[0].SafeToDisable); diff != "" {
+		t.Errorf("safe to disable mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestKeyVault_Errors(t *testing.T) {
+	f := setup(t, 0)
+	keys, relays := f.adapters(t, f.emu.HTTPClient())
+	ctx := context.Background()
+
+	if _, err := keys.Key(ctx, f.key.WithVersion("0123456789abcdef0123456789abcdef")); !errors.Is(err, rotation.ErrNotFound) {
+		t.Errorf("missing version: got %v, want ErrNotFound", err)
+	}
+	remove := f.emu.InjectFault(emulator.Fault{Service: "keyvault", Status: http.StatusForbidden})
+	if _, err := keys.Key(ctx, f.key); !errors.Is(err, rotation.ErrRetryable) {
+		t.Errorf("403: got %v, want ErrRetryable (permission propagation)", err)
+	}
+	remove()
+	remove = f.emu.InjectFault(emulator.Fault{Service: "arm", Status: http.StatusBadRequest, Code: "InvalidRequestContent"})
+	_, err := relays.SetKeyURL(ctx, emulator.ServerID(emulator.DefaultSubscription, emulator.DefaultResourceGroup, "x"), f.v1.KID)
+	if err == nil || errors.Is(err, rotation.ErrRetryable) || errors.Is(err, rotation.ErrNotFound) {
+		t.Errorf("400: got %v, want a final error", err)
+	}
+	remove()
+	if _, err := relays.Get(ctx, emulator.ServerID(emulator.DefaultSubscription, emulator.DefaultResourceGroup, "nope")); !errors.Is(err, rotation.ErrNotFound) {
+		t.Errorf("missing server: got %v, want ErrNotFound", err)
+	}
+}
