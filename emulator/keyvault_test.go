@@ -235,7 +235,9 @@ func TestKeyVault_Challenge(t *testing.T) {
 				t.Errorf("got %d %q, want 401 %q", resp.StatusCode,
 					resp.Header.Get("WWW-Authenticate"), wantHdr)
 			}
-			var body struct{ Error struct{ Code, Message string } }
+			var body struct {
+				Error struct{ Code, Message string }
+			}
 			b, _ := io.ReadAll(resp.Body)
 			if err := json.Unmarshal(b, &body); err != nil || body.Error.Code != "Unauthorized" {
 				t.Errorf("got body %s, want Key Vault's Unauthorized error", b)

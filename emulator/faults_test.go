@@ -1,0 +1,212 @@
+package emulator_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+
+	"github.com/cmkrotator/cmkrotator/emulator"
+)
+
+func TestFault_StatusTimesAndRemove(t *testing.T) {
+	e := start(t)
+	v := e.AddVault("faulty")
+	info, _ := v.CreateKey("k", emulator.KeyOptions{})
+	id, _ := e.PutServer(emulator.ServerSpec{Name: "relay", KeyURL: info.KID})
+	cred := credential(t, e, e.HTTPClient())
+	kc := keysClient(t, v.URL(), cred, e.HTTPClient())
+	ac := armClient(t, e, cred, e.HTTPClient())
+	ctx := context.Background()
+
+	e.InjectFault(emulator.Fault{Service: "arm", Method: "GET", PathSuffix: "/fluidRelayServers/RELAY",
+		Status: 503, RetryAfter: 1500 * time.Millisecond, Times: 1})
+	resp, err := armCall(ctx, ac, http.MethodGet, id, nil, nil)
+	if status, code := errorCode(t, err); status != 503 || code != "ServiceUnavailable" {
+		t.Errorf("first GET: got %d %s, want 503 ServiceUnavailable", status, code)
+	}
+	if got := resp.Header.Get("Retry-After"); got != "2" {
+		t.Errorf("got Retry-After %q, want 2", got)
+	}
+	if _, err := armCall(ctx, ac, http.MethodGet, id, nil, nil); err != nil {
+		t.Errorf("second GET: got %v, want success after one fault", err)
+	}
+
+	remove := e.InjectFault(emulator.Fault{Service: "keyvault", PathSuffix: "/keys/k",
+		Status: 429, Code: "Throttled"})
+	for range 2 {
+		_, err := kc.GetKey(ctx, "k", "", nil)
+		if status, code := errorCode(t, err); status != 429 || code != "Throttled" {
+			t.Errorf("GetKey: got %d %s, want 429 Throttled", status, code)
+		}
+	}
+	remove()
+	if _, err := kc.GetKey(ctx, "k", "", nil); err != nil {
+		t.Errorf("GetKey after remove: %v", err)
+	}
+
+	e.InjectFault(emulator.Fault{Service: "identity", Status: 500})
+	q := url.Values{"api-version": {"2019-08-01"}, "resource": {"https://vault.azure.net"},
+		"client_id": {e.ClientID()}}
+	req, _ := http.NewRequest(http.MethodGet, e.IdentityEndpoint()+"?"+q.Encode(), nil)
+	req.Header.Set("X-IDENTITY-HEADER", e.IdentityHeader())
+	r, err := e.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 500 {
+		t.Errorf("identity: got %d, want 500", r.StatusCode)
+	}
+	e.ClearFaults()
+	if _, err := armCall(ctx, ac, http.MethodGet, id, nil, nil); err != nil {
+		t.Errorf("GET after ClearFaults: %v", err)
+	}
+}
+
+func TestFault_Reset(t *testing.T) {
+	e := start(t)
+	id, _ := e.PutServer(emulator.ServerSpec{Name: "relay"})
+	cred := credential(t, e, e.HTTPClient())
+	ctx := context.Background()
+	for name, tr := range map[string]interface {
+		Do(*http.Request) (*http.Response, error)
+	}{"sockets": e.HTTPClient(), "in process": e.InProcessTransport().(interface {
+		Do(*http.Request) (*http.Response, error)
+	})} {
+		t.Run(name, func(t *testing.T) {
+			e.ResetRequests()
+			c := armClient(t, e, cred, tr)
+			e.InjectFault(emulator.Fault{Service: "arm", Method: "PATCH", Reset: true, Times: 1})
+			_, err := armCall(ctx, c, http.MethodPatch, id, map[string]any{"tags": map[string]string{}}, nil)
+			var re *azcore.ResponseError
+			if err == nil || errors.As(err, &re) {
+				t.Fatalf("got %v, want a transport error", err)
+			}
+			if name == "in process" && !errors.Is(err, emulator.ErrConnectionReset) {
+				t.Errorf("got %v, want ErrConnectionReset", err)
+			}
+			reqs := e.Requests()
+			if len(reqs) != 1 || reqs[0].Status != 0 || reqs[0].Method != "PATCH" {
+				t.Errorf("got requests %+v, want one PATCH recorded with status 0", reqs)
+			}
+		})
+	}
+}
+
+func TestFault_StaleReads(t *testing.T) {
+	e := start(t)
+	v := e.AddVault("stale")
+	a, _ := v.CreateKey("k", emulator.KeyOptions{})
+	b, _ := v.CreateKey("k", emulator.KeyOptions{})
+	id, _ := e.PutServer(emulator.ServerSpec{Name: "relay", KeyURL: a.KID})
+	c := armClient(t, e, credential(t, e, e.HTTPClient()), e.HTTPClient())
+	ctx := context.Background()
+
+	e.InjectFault(emulator.Fault{Service: "arm", PathSuffix: "/relay", StaleReads: 2, Times: 1})
+	var patched server
+	if _, err := armCall(ctx, c, http.MethodPatch, id, keyPatch(b.KID), &patched); err != nil {
+		t.Fatal(err)
+	}
+	if patched.keyURL() != b.KID {
+		t.Errorf("PATCH: got %s, want %s", patched.keyURL(), b.KID)
+	}
+	for i, want := range []string{a.KID, a.KID, b.KID, b.KID} {
+		var got server
+		if _, err := armCall(ctx, c, http.MethodGet, id, nil, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.keyURL() != want {
+			t.Errorf("GET %d: got %s, want %s", i, got.keyURL(), want)
+		}
+	}
+}
+
+func TestFault_LatencyInBubble(t *testing.T) {
+	e := start(t)
+	v := e.AddVault("slow")
+	if _, err := v.CreateKey("k", emulator.KeyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tr := e.InProcessTransport().(interface {
+		Do(*http.Request) (*http.Response, error)
+	})
+	cred := credential(t, e, tr)
+	synctest.Test(t, func(t *testing.T) {
+		kc := keysClient(t, v.URL(), cred, tr)
+		e.InjectFault(emulator.Fault{Service: "keyvault", Latency: 10 * time.Second, Times: 1})
+		start := time.Now()
+		if _, err := kc.GetKey(context.Background(), "k", "", nil); err != nil {
+			t.Fatalf("GetKey: %v", err)
+		}
+		if got := time.Since(start); got != 10*time.Second {
+			t.Errorf("got latency %v, want 10s", got)
+		}
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		e.InjectFault(emulator.Fault{Service: "keyvault", Latency: time.Minute, Times: 1})
+		if _, err := kc.GetKey(ctx, "k", "", nil); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("GetKey with a 1s deadline: got %v, want deadline exceeded", err)
+		}
+	})
+}
+
+func TestThrottle(t *testing.T) {
+	e := start(t)
+	id, _ := e.PutServer(emulator.ServerSpec{Name: "relay"})
+	tr := e.InProcessTransport().(interface {
+		Do(*http.Request) (*http.Response, error)
+	})
+	cred := credential(t, e, tr)
+	synctest.Test(t, func(t *testing.T) {
+		c := armClient(t, e, cred, tr)
+		ctx := context.Background()
+		e.SetThrottle(&emulator.Throttle{ReadBurst: 2, ReadRefillPerSec: 0.5, WriteBurst: 1,
+			WriteRefillPerSec: 1})
+		defer e.SetThrottle(nil)
+
+		for _, want := range []string{"1", "0"} {
+			resp, err := armCall(ctx, c, http.MethodGet, id, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := resp.Header.Get("x-ms-ratelimit-remaining-subscription-reads"); got != want {
+				t.Errorf("got remaining reads %q, want %q", got, want)
+			}
+		}
+		resp, err := armCall(ctx, c, http.MethodGet, id, nil, nil)
+		if status, code := errorCode(t, err); status != 429 || code != "SubscriptionRequestsThrottled" {
+			t.Fatalf("third GET: got %d %s, want 429 SubscriptionRequestsThrottled", status, code)
+		}
+		if got := resp.Header.Get("Retry-After"); got != "2" {
+			t.Errorf("got Retry-After %q, want 2", got)
+		}
+
+		// Writes have their own bucket.
+		resp, err = armCall(ctx, c, http.MethodPatch, id, map[string]any{}, nil)
+		if err != nil {
+			t.Fatalf("PATCH while reads are throttled: %v", err)
+		}
+		if got := resp.Header.Get("x-ms-ratelimit-remaining-subscription-writes"); got != "0" {
+			t.Errorf("got remaining writes %q, want 0", got)
+		}
+
+		time.Sleep(2 * time.Second)
+		if _, err := armCall(ctx, c, http.MethodGet, id, nil, nil); err != nil {
+			t.Errorf("GET after the refill: %v", err)
+		}
+	})
+}
+
+func TestThrottle_DefaultPreset(t *testing.T) {
+	want := emulator.Throttle{WriteBurst: 200, WriteRefillPerSec: 10, ReadBurst: 250, ReadRefillPerSec: 25}
+	if emulator.ARMDefaultThrottle != want {
+		t.Errorf("got %+v, want %+v", emulator.ARMDefaultThrottle, want)
+	}
+}
