@@ -1,6 +1,115 @@
 // Package emulator is an in-process emulation of the Azure endpoints
 // cmkrotator calls: the App Service managed identity endpoint, Key Vault
-// keys and the Microsoft.FluidRelay resource provider of Resource Manager.
-// Tests run the real Azure SDK clients against it over real HTTP(S) or,
-// inside testing/synctest bubbles, over InProcessTransport.
+// keys and the Microsoft.FluidRelay resource provider (api-version
+// 2022-06-01) of Resource Manager. The real Azure SDK clients (azidentity,
+// azkeys, azcore's ARM pipeline) run against it unchanged, over loopback
+// HTTP(S) or, inside testing/synctest bubbles, over InProcessTransport.
+//
+// # Setting up a client
+//
+// Start listens on 127.0.0.1 ephemeral ports: a plain HTTP identity endpoint,
+// an HTTPS Resource Manager endpoint, one HTTPS endpoint per vault
+// (AddVault) and a plain HTTP control surface. One generated ECDSA
+// certificate (IP SANs 127.0.0.1 and ::1, DNS localhost) serves every HTTPS
+// endpoint; trust it with CertPool, CertFile (for SSL_CERT_FILE) or
+// HTTPClient. Then:
+//
+//   - managed identity: IDENTITY_ENDPOINT=IdentityEndpoint(),
+//     IDENTITY_HEADER=IdentityHeader(), AZURE_CLIENT_ID=ClientID();
+//   - Key Vault: the vault's URL; the challenge names
+//     resource="https://vault.azure.net", so azkeys needs
+//     DisableChallengeResourceVerification for the loopback host;
+//   - Resource Manager: cloud.ResourceManager with Endpoint ARMEndpoint() and
+//     Audience "https://management.core.windows.net/".
+//
+// azidentity caches tokens per process by identity and resource, so tokens
+// are signed with a per-process key and every emulator in the process
+// accepts them. Start the emulator outside a synctest bubble and use
+// InProcessTransport inside it.
+//
+// # Fidelity
+//
+// Wire shapes follow the services: KeyBundle with unpadded base64url key
+// fields and integer Unix times; Key Vault's and ARM's error bodies; a 401
+// with Key Vault's WWW-Authenticate challenge before any body is read; list
+// pages whose nextLink is absolute (Key Vault: null at the end, 25 items a
+// page unless maxresults asks for fewer; ARM: ""). Key Vault accepts any
+// api-version; Resource Manager only 2022-06-01
+// (MissingApiVersionParameter, InvalidApiVersionParameter otherwise). Key
+// Vault accepts only tokens for https://vault.azure.net; Resource Manager
+// only tokens for https://management.core.windows.net/ or
+// https://management.azure.com/ (401 AuthenticationFailed without a token,
+// InvalidAuthenticationToken for a bad one, ExpiredAuthenticationToken,
+// InvalidAuthenticationTokenAudience). The identity endpoint requires
+// X-IDENTITY-HEADER and api-version 2019-08-01 and, the function having a
+// user-assigned identity only, refuses a request without the configured
+// client_id with 400, as App Service does.
+//
+// Key versions are 32 lower-case hex digits; created times of one key are
+// strictly increasing, at least a second apart; the current version is the
+// newest. A disabled version can still be read. Key material is random: the
+// emulator does no cryptography.
+//
+// PUT and PATCH of a server answer 200 only, synchronously. When they touch
+// the customer-managed key they enforce Fluid Relay's rules against the
+// emulated vaults (found by the key URL's host: a vault's loopback address,
+// or {name}.vault.azure.net). The error codes are the emulator's own, all
+// with status 400:
+//
+//	InvalidRequestContent              malformed body or enum value
+//	LocationRequired                   PUT without location
+//	InvalidResourceLocation            location differs from the server's
+//	CustomerManagedKeyCannotBeAdded    CMK on a server created without it
+//	CustomerManagedKeyCannotBeRemoved  CMK removed or its URL emptied
+//	UserAssignedIdentityRequired       identity or key identity not user-assigned
+//	UserAssignedIdentityNotFound       key identity not in identity.userAssignedIdentities
+//	InvalidKeyEncryptionKeyUrl         not https://{vault}/keys/{name}[/{version}]
+//	KeyVaultNotFound                   no emulated vault at the URL's host
+//	KeyVaultKeyNotFound                no such key or version
+//	KeyVaultKeyTypeNotSupported        not RSA or RSA-HSM
+//	KeyVaultKeyDisabled                version disabled
+//	KeyVaultKeyNotYetValid             before nbf
+//	KeyVaultKeyExpired                 at or after exp
+//	KeyVaultKeyOperationsNotPermitted  wrapKey or unwrapKey missing
+//	PreviousKeyVersionDisabled         the version in use is disabled
+//	PreviousKeyVersionExpired          the version in use has expired
+//	PreviousKeyVersionNotFound         the version in use cannot be found
+//
+// A versionless key URL is accepted and checked against the current version.
+// Missing servers answer 404 ResourceNotFound; DELETE answers 200, or 204
+// when there was nothing to delete.
+//
+// # Faults and throttling
+//
+// InjectFault changes how matching requests are answered, after
+// authentication: a status with an error code and Retry-After, N times or
+// always, latency, a connection reset, or stale reads (the next K GETs of a
+// server after a PATCH show the previous key URL). SetThrottle turns on
+// Resource Manager's per-subscription token buckets for reads and writes
+// (ARMDefaultThrottle has ARM's sizes): answers carry
+// x-ms-ratelimit-remaining-subscription-reads or -writes, and an empty
+// bucket answers 429 SubscriptionRequestsThrottled with Retry-After. The
+// buckets use time.Now, so a synctest bubble's clock drives them. Throttling
+// is off after Start.
+//
+// # Control surface
+//
+// ControlURL serves JSON over plain HTTP, for the local job and for people:
+//
+//	GET    /state                                  vaults, key versions, servers
+//	POST   /vaults                                 {"name"}: add a vault
+//	POST   /vaults/{vault}/keys/{key}              {"type","ops","disabled","notBefore","expires"}: create a version
+//	POST   /vaults/{vault}/keys/{key}/rotate       rotate
+//	PATCH  /vaults/{vault}/keys/{key}/{version}    {"enabled","expires"} ("current" names the newest)
+//	DELETE /vaults/{vault}/keys/{key}              delete the key
+//	PUT    /servers                                {"subscription","resourceGroup","name","location","identity","keyUrl"}
+//	PATCH  /servers                                {"id","keyUrl"}: change the URL behind the product's back
+//	DELETE /servers?id={id}                        delete a server
+//	POST   /faults                                 a Fault in camelCase, durations as "1.5s"; answers {"id"}
+//	DELETE /faults, /faults/{id}                   clear all, or one
+//	PUT    /throttle                               a Throttle, or null to turn it off
+//	GET    /requests, DELETE /requests             recorded requests
+//	POST   /events                                 {"type","vault","key","version","schema"}: a key event
+//
+// Errors answer {"error": "..."} with 400 or 404.
 package emulator

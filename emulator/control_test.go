@@ -1,0 +1,154 @@
+package emulator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/cmkrotator/cmkrotator/emulator"
+)
+
+func control(t *testing.T, e *emulator.Emulator, method, path string, in, out any) int {
+	t.Helper()
+	var body bytes.Buffer
+	if in != nil {
+		json.NewEncoder(&body).Encode(in)
+	}
+	req, _ := http.NewRequest(method, e.ControlURL()+path, &body)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("%s %s: decode: %v", method, path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func TestControlSurface(t *testing.T) {
+	e := start(t)
+	var vault struct{ Name, URL string }
+	if s := control(t, e, "POST", "/vaults", map[string]string{"name": "ctl"}, &vault); s != 200 {
+		t.Fatalf("POST /vaults: got %d", s)
+	}
+	var v1, v2 emulator.KeyVersionInfo
+	control(t, e, "POST", "/vaults/ctl/keys/k", map[string]string{"type": "RSA"}, &v1)
+	control(t, e, "POST", "/vaults/ctl/keys/k/rotate", nil, &v2)
+	if v1.Version == "" || v2.Version == v1.Version || v2.KID != vault.URL+"/keys/k/"+v2.Version {
+		t.Fatalf("got versions %+v and %+v, want two versions of %s/keys/k", v1, v2, vault.URL)
+	}
+	if s := control(t, e, "PATCH", "/vaults/ctl/keys/k/"+v1.Version,
+		map[string]any{"enabled": false}, nil); s != 204 {
+		t.Errorf("PATCH version: got %d, want 204", s)
+	}
+	var srv struct{ ID string }
+	control(t, e, "PUT", "/servers", map[string]string{"name": "relay", "keyUrl": v1.KID}, &srv)
+	if s := control(t, e, "PATCH", "/servers", map[string]string{"id": srv.ID, "keyUrl": v2.KID}, nil); s != 204 {
+		t.Errorf("PATCH /servers: got %d, want 204", s)
+	}
+
+	var st emulator.State
+	control(t, e, "GET", "/state", nil, &st)
+	if len(st.Vaults) != 1 || len(st.Vaults[0].Keys) != 1 || len(st.Vaults[0].Keys[0].Versions) != 2 ||
+		st.Vaults[0].Keys[0].Versions[0].Enabled || len(st.Servers) != 1 || st.Servers[0].KeyURL != v2.KID {
+		t.Errorf("got state %+v, want one vault, two versions (first disabled) and one server on %s",
+			st, v2.KID)
+	}
+
+	var f struct{ ID int }
+	control(t, e, "POST", "/faults", map[string]any{"service": "arm", "status": 500,
+		"retryAfter": "1s"}, &f)
+	c := armClient(t, e, credential(t, e, e.HTTPClient()), e.HTTPClient())
+	_, err := armCall(context.Background(), c, "GET", srv.ID, nil, nil)
+	if status, _ := errorCode(t, err); status != 500 {
+		t.Errorf("GET with a fault: got %d, want 500", status)
+	}
+	if s := control(t, e, "DELETE", "/faults/"+itoa(f.ID), nil, nil); s != 204 {
+		t.Errorf("DELETE fault: got %d, want 204", s)
+	}
+	if s := control(t, e, "DELETE", "/faults/"+itoa(f.ID), nil, nil); s != 404 {
+		t.Errorf("DELETE fault again: got %d, want 404", s)
+	}
+
+	var reqs []emulator.Request
+	control(t, e, "GET", "/requests", nil, &reqs)
+	if len(reqs) == 0 || reqs[len(reqs)-1].Status != 500 {
+		t.Errorf("got %d requests, want the last to have failed with 500", len(reqs))
+	}
+	var ev map[string]any
+	control(t, e, "POST", "/events", map[string]string{"vault": "ctl", "key": "k",
+		"schema": "CloudEvents"}, &ev)
+	if ev["type"] != emulator.KeyNewVersionCreated || ev["specversion"] != "1.0" {
+		t.Errorf("got event %v, want a CloudEvent of a new version", ev)
+	}
+	if s := control(t, e, "POST", "/vaults/nope/keys/k/rotate", nil, nil); s != 404 {
+		t.Errorf("rotate in a missing vault: got %d, want 404", s)
+	}
+}
+
+func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
+
+// TestConcurrentClients hammers one vault and one resource provider from
+// many SDK clients at once; run with -race.
+func TestConcurrentClients(t *testing.T) {
+	e := start(t)
+	v := e.AddVault("busy")
+	first, _ := v.CreateKey("k", emulator.KeyOptions{})
+	var ids []string
+	for i := range 8 {
+		id, _ := e.PutServer(emulator.ServerSpec{Name: "relay-" + itoa(i), KeyURL: first.KID})
+		ids = append(ids, id)
+	}
+	cred := credential(t, e, e.HTTPClient())
+	e.SetThrottle(&emulator.ARMDefaultThrottle)
+	ctx := context.Background()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for i := range 24 {
+		wg.Go(func() {
+			kc := keysClient(t, v.URL(), cred, e.HTTPClient())
+			ac := armClient(t, e, cred, e.HTTPClient())
+			for range 5 {
+				info, err := v.RotateKey("k")
+				if err != nil {
+					errs <- err
+					return
+				}
+				if _, err := kc.GetKey(ctx, "k", info.Version, nil); err != nil {
+					errs <- err
+					return
+				}
+				id := ids[i%len(ids)]
+				if _, err := armCall(ctx, ac, http.MethodPatch, id, keyPatch(info.KID), nil); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := armCall(ctx, ac, http.MethodGet, id, nil, nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	vs, _ := v.Versions("k")
+	if len(vs) != 1+24*5 {
+		t.Errorf("got %d versions, want %d", len(vs), 1+24*5)
+	}
+	for i := 1; i < len(vs); i++ {
+		if !vs[i].Created.After(vs[i-1].Created) {
+			t.Fatalf("version %d created %v, not after %v", i, vs[i].Created, vs[i-1].Created)
+		}
+	}
+}
