@@ -27,7 +27,7 @@ func newLogger(format string, level slog.Level, stdout, stderr io.Writer) *slog.
 	var h slog.Handler
 	switch format {
 	case "text":
-		h = tint.NewHandler(stderr, &tint.Options{
+		h = tint.NewTextHandler(stderr, &tint.Options{
 			Level:      level,
 			TimeFormat: "15:04:05.000",
 			NoColor:    !isTerminal(stderr),

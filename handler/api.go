@@ -43,7 +43,7 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var in RotateRequest
-	if err := decodeStrict(data, &in); err != nil {
+	if err := decodeStrict(data, &in, "key", "dryRun", "allowOlder"); err != nil {
 		badJSON(w, r, err)
 		return
 	}

@@ -70,6 +70,7 @@ func New(cfg Config) (http.Handler, error) {
 	} {
 		api.HandleFunc(p.path, methodNotAllowed(p.allow))
 	}
+	api.HandleFunc("/api/", notFound)
 	s.api = api
 
 	mux := http.NewServeMux()

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
+	"strings"
 )
 
 // Body limits. Every body is read whole before decoding, so each limit is
@@ -84,11 +86,21 @@ func checkDepth(data []byte, max int) error {
 	return nil
 }
 
-// decodeStrict decodes our own input: unknown fields and trailing data are
-// errors, so that a misspelt "dryRun" is refused rather than ignored.
-func decodeStrict(data []byte, v any) error {
+// decodeStrict decodes our own input into v, a struct whose JSON names
+// are fields: any other member (also one differing only in case, which
+// encoding/json would otherwise accept) and trailing data are errors, so
+// that a misspelt "dryRun" is refused rather than ignored.
+func decodeStrict(data []byte, v any, fields ...string) error {
 	if err := checkDepth(data, maxDepth); err != nil {
 		return err
+	}
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(data, &members); err == nil {
+		for name := range members {
+			if !slices.Contains(fields, name) {
+				return fmt.Errorf("unknown field %q; want only %s", name, strings.Join(fields, ", "))
+			}
+		}
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

@@ -59,7 +59,7 @@ func keyErrorStatus(msg string) int {
 	switch {
 	case strings.Contains(msg, "refuse target"):
 		return http.StatusUnprocessableEntity
-	case strings.HasSuffix(msg, rotation.ErrNotFound.Error()):
+	case strings.Contains(msg, ": "+rotation.ErrNotFound.Error()):
 		return http.StatusNotFound
 	default:
 		return http.StatusBadGateway

@@ -485,6 +485,85 @@ func httpOutput(raw json.RawMessage) (*HTTPOutput, error) {
 	return out, nil
 }
 
+// HTTP invokes an HTTP function in JSON mode (forwarding off): the
+// client's request becomes Data.req ({Url, Method, Query, Headers as
+// arrays, Params, Identities, Body as a string, present only when the
+// client sent a Content-Length}) and Metadata carries the query, headers
+// and top-level body properties as the HTTP extension binds them. The
+// answer's Outputs.res is what the client gets (Result.Res).
+func (h *Host) HTTP(ctx context.Context, function string, in *http.Request) (*Result, error) {
+	var body []byte
+	if in.ContentLength > 0 && in.Body != nil {
+		b, err := io.ReadAll(in.Body)
+		if err != nil {
+			return nil, fmt.Errorf("read client body: %w", err)
+		}
+		body = b
+	}
+
+	host := in.Host
+	if host == "" {
+		host = in.URL.Host
+	}
+	query := []field{}
+	keys := make([]string, 0, len(in.URL.Query()))
+	for k := range in.URL.Query() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		query = append(query, field{k, quote(strings.Join(in.URL.Query()[k], ","))})
+	}
+	headers, metaHeaders := []field{}, []field{}
+	hkeys := make([]string, 0, len(in.Header))
+	for k := range in.Header {
+		hkeys = append(hkeys, k)
+	}
+	sort.Strings(hkeys)
+	for _, k := range hkeys {
+		arr, _ := json.Marshal(in.Header[k])
+		headers = append(headers, field{k, arr})
+		metaHeaders = append(metaHeaders, field{k, quote(strings.Join(in.Header[k], ","))})
+	}
+
+	req := []field{
+		{"Url", quote("http://" + host + in.URL.RequestURI())},
+		{"Method", quote(strings.ToUpper(in.Method))},
+		{"Query", object(query)},
+		{"Headers", object(headers)},
+		{"Params", []byte("{}")},
+		{"Identities", []byte(`[{"AuthenticationType":"WebJobsAuthLevel","IsAuthenticated":true,"Actor":null,"BootstrapContext":null,"Label":null,"Name":null,"Claims":[{"Issuer":"LOCAL AUTHORITY","OriginalIssuer":"LOCAL AUTHORITY","Properties":{},"Type":"http://schemas.microsoft.com/2017/07/functions/claims/authlevel","Value":"Function","ValueType":"http://www.w3.org/2001/XMLSchema#string"}],"NameClaimType":"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name","RoleClaimType":"http://schemas.microsoft.com/ws/2008/06/identity/claims/role"}]`)},
+	}
+	if body != nil {
+		req = append(req, field{"Body", quote(string(body))})
+	}
+
+	var meta []field
+	var props map[string]json.RawMessage
+	if json.Unmarshal(body, &props) == nil {
+		pk := make([]string, 0, len(props))
+		for k := range props {
+			pk = append(pk, k)
+		}
+		sort.Strings(pk)
+		for _, k := range pk {
+			v := props[k]
+			if len(v) > 0 && v[0] == '[' {
+				continue // arrays are left out of binding data
+			}
+			meta = append(meta, field{k, hostValue(v)})
+		}
+	}
+	for _, k := range keys {
+		if k != "code" {
+			meta = append(meta, field{k, quote(string(quote(in.URL.Query().Get(k))))})
+		}
+	}
+	meta = append(meta, field{"Query", object(query)}, field{"Headers", object(metaHeaders)}, field{"sys", sys(function)})
+
+	return h.Invoke(ctx, function, envelope([]field{{"req", object(req)}}, meta))
+}
+
 // Forward sends a client's request to a forwarded HTTP function
 // (exactly one httpTrigger and one http output, enableForwardingHttpRequest
 // on): same method, path (/api/…), query and headers, the body only when

@@ -1,0 +1,585 @@
+package handler_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/handler"
+	"github.com/cmkrotator/cmkrotator/internal/fakehost"
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+func TestReady(t *testing.T) {
+	f := setup(t)
+	resp, err := http.Get(f.baseURL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("got %d, want 200", resp.StatusCode)
+	}
+}
+
+// TestKeyNewVersionCreated delivers a real-shaped event in both schemas,
+// as an object and as a JSON-encoded string, and checks every pinned
+// server reaches the new version while the versionless one is left alone.
+func TestKeyNewVersionCreated(t *testing.T) {
+	f := setup(t)
+	for _, schema := range []string{"EventGrid", "CloudEvents"} {
+		for _, asString := range []bool{false, true} {
+			name := schema
+			if asString {
+				name += "/string"
+			}
+			t.Run(name, func(t *testing.T) {
+				nv, err := f.vault.RotateKey("cmk")
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ev any = f.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv")
+				if schema == "CloudEvents" {
+					ev = f.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, nv, "kv")
+				}
+				res, err := f.host.EventGrid(context.Background(), "KeyNewVersionCreated", mustJSON(t, ev),
+					fakehost.EventOptions{AsString: asString})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !res.Succeeded || res.Status != http.StatusOK {
+					t.Fatalf("got status %d succeeded %t (%s), want 200 and success", res.Status, res.Succeeded, res.Failure)
+				}
+				for _, id := range f.ids {
+					if got := f.keyURL(t, id); got != nv.KID {
+						t.Errorf("server %s: got %s, want %s", id, got, nv.KID)
+					}
+				}
+				if got, want := f.keyURL(t, f.follow), f.key.String(); got != want {
+					t.Errorf("versionless server: got %s, want %s", got, want)
+				}
+				if !containsLine(res.Logs, "server rotated") {
+					t.Errorf("got logs %q, want a line about a rotated server", res.Logs)
+				}
+			})
+		}
+	}
+}
+
+// TestInvocationLogs checks that every line logged during an invocation
+// carries its invocation id, and that server lines name the key, version
+// and server.
+func TestInvocationLogs(t *testing.T) {
+	f := setup(t)
+	nv, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.host.EventGrid(context.Background(), "KeyNewVersionCreated",
+		mustJSON(t, f.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv")), fakehost.EventOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine, servers int
+	for _, l := range f.logs.lines(t) {
+		if l["invocation_id"] != res.InvocationID {
+			continue
+		}
+		mine++
+		if _, ok := l["server_id"]; ok {
+			servers++
+			if l["key_name"] != "cmk" || l["key_version"] != nv.Version {
+				t.Errorf("server line %v: got key_name %v key_version %v, want cmk %s", l["msg"], l["key_name"], l["key_version"], nv.Version)
+			}
+		}
+	}
+	if mine == 0 || servers < len(f.ids) {
+		t.Errorf("got %d lines with the invocation id, %d about servers; want some, at least %d about servers", mine, servers, len(f.ids))
+	}
+	for _, l := range f.logs.lines(t) {
+		if _, ok := l["server_id"]; ok && l["invocation_id"] != res.InvocationID {
+			t.Errorf("server line %q: got invocation_id %v, want %s", l["msg"], l["invocation_id"], res.InvocationID)
+		}
+	}
+}
+
+// TestEventOutcomes checks which outcomes fail the invocation: only those
+// a redelivery could fix.
+func TestEventOutcomes(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, f *fixture) (event []byte, cleanup func())
+		wantOK  bool
+		check   func(t *testing.T, f *fixture)
+	}{
+		{
+			name: "not subscribed",
+			prepare: func(t *testing.T, f *fixture) ([]byte, func()) {
+				other, err := f.vault.CreateKey("other", emulator.KeyOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return mustJSON(t, f.emu.KeyEvent(emulator.KeyNewVersionCreated, other, "kv")), nil
+			},
+			wantOK: true,
+			check: func(t *testing.T, f *fixture) {
+				if got := f.patches(); got != 0 {
+					t.Errorf("got %d PATCHes, want none", got)
+				}
+			},
+		},
+		{
+			name: "not a rotation event",
+			prepare: func(t *testing.T, f *fixture) ([]byte, func()) {
+				return mustJSON(t, f.emu.KeyEvent(emulator.KeyNearExpiry, f.v2, "kv")), nil
+			},
+			wantOK: true,
+		},
+		{
+			name: "undecodable event is dropped",
+			prepare: func(t *testing.T, f *fixture) ([]byte, func()) {
+				return []byte(`{"id":"x","eventType":"Microsoft.KeyVault.KeyNewVersionCreated","data":{"Id":42}}`), nil
+			},
+			wantOK: true,
+		},
+		{
+			name: "Resource Manager unavailable",
+			prepare: func(t *testing.T, f *fixture) ([]byte, func()) {
+				nv, err := f.vault.RotateKey("cmk")
+				if err != nil {
+					t.Fatal(err)
+				}
+				remove := f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, Status: 503})
+				return mustJSON(t, f.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv")), remove
+			},
+			wantOK: false,
+		},
+		{
+			name: "server gone",
+			prepare: func(t *testing.T, f *fixture) ([]byte, func()) {
+				nv, err := f.vault.RotateKey("cmk")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := f.emu.DeleteServer(f.ids[0]); err != nil {
+					t.Fatal(err)
+				}
+				return mustJSON(t, f.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv")), nil
+			},
+			wantOK: true,
+			check: func(t *testing.T, f *fixture) {
+				if got := f.patches(); got != 2 {
+					t.Errorf("got %d PATCHes, want 2 (the other servers)", got)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t)
+			ev, cleanup := tt.prepare(t, f)
+			f.emu.ResetRequests()
+			res, err := f.host.EventGrid(context.Background(), "KeyNewVersionCreated", ev, fakehost.EventOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Succeeded != tt.wantOK {
+				t.Errorf("got succeeded %t (status %d, %s), want %t", res.Succeeded, res.Status, res.Failure, tt.wantOK)
+			}
+			if got := res.ContentType; got != "application/json" {
+				t.Errorf("got content type %q, want application/json", got)
+			}
+			if tt.check != nil {
+				tt.check(t, f)
+			}
+			if cleanup == nil {
+				return
+			}
+			// A redelivery after the fault clears succeeds.
+			cleanup()
+			res, err = f.host.EventGrid(context.Background(), "KeyNewVersionCreated", ev, fakehost.EventOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Succeeded {
+				t.Errorf("redelivery: got failure %q, want success", res.Failure)
+			}
+		})
+	}
+}
+
+func TestBadEnvelope(t *testing.T) {
+	f := setup(t)
+	tests := []struct {
+		name       string
+		body       string
+		wantStatus int
+	}{
+		{"not JSON", `hello`, http.StatusBadRequest},
+		{"no Data", `{"Metadata":{}}`, http.StatusBadRequest},
+		{"no event", `{"Data":{},"Metadata":{}}`, http.StatusBadRequest},
+		{"event a number", `{"Data":{"event":"42"},"Metadata":{}}`, http.StatusBadRequest},
+		{"too deep", `{"Data":{"event":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}}`, http.StatusBadRequest},
+		{"too large", `{"Data":{"event":"` + strings.Repeat("a", 5<<20) + `"}}`, http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := f.host.Invoke(context.Background(), "KeyNewVersionCreated", []byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Status != tt.wantStatus || res.Succeeded {
+				t.Errorf("got %d succeeded %t, want %d and a failed invocation", res.Status, res.Succeeded, tt.wantStatus)
+			}
+		})
+	}
+}
+
+func TestReconcile(t *testing.T) {
+	f := setup(t)
+	// An infrastructure deployment put relay-2 back on v1 after a
+	// rotation to v2.
+	if err := f.emu.SetServerKeyURL(f.ids[0], f.v2.KID); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.host.Timer(context.Background(), "Reconcile", fakehost.TimerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Succeeded {
+		t.Fatalf("got failure %q, want success", res.Failure)
+	}
+	for _, id := range f.ids {
+		if got := f.keyURL(t, id); got != f.v2.KID {
+			t.Errorf("server %s: got %s, want %s", id, got, f.v2.KID)
+		}
+	}
+	if !containsLine(res.Logs, "reconcile done") {
+		t.Errorf("got logs %q, want a reconcile summary", res.Logs)
+	}
+}
+
+func TestRotateAPI(t *testing.T) {
+	tests := []struct {
+		name        string
+		prepare     func(t *testing.T, f *fixture) string // returns the body
+		wantStatus  int
+		wantProblem string // problem type, for 4xx
+		check       func(t *testing.T, f *fixture, body []byte)
+	}{
+		{
+			name:       "rotates to current",
+			prepare:    func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `"}` },
+			wantStatus: http.StatusOK,
+			check: func(t *testing.T, f *fixture, body []byte) {
+				rep := decodeReport(t, body)
+				if rep.TargetVersion != f.v2.Version {
+					t.Errorf("got target %s, want %s", rep.TargetVersion, f.v2.Version)
+				}
+				got := map[rotation.Outcome]int{}
+				for _, s := range rep.Servers {
+					got[s.Outcome]++
+				}
+				if diff := cmp.Diff(map[rotation.Outcome]int{rotation.Rotated: 3, rotation.Skipped: 1}, got); diff != "" {
+					t.Errorf("outcomes (-want +got):\n%s", diff)
+				}
+			},
+		},
+		{
+			name:       "dry run writes nothing",
+			prepare:    func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `","dryRun":true}` },
+			wantStatus: http.StatusOK,
+			check: func(t *testing.T, f *fixture, body []byte) {
+				if got := f.patches(); got != 0 {
+					t.Errorf("got %d PATCHes, want none", got)
+				}
+				if rep := decodeReport(t, body); !rep.DryRun || !rep.Servers[0].WouldPatch {
+					t.Errorf("got %+v, want a dry-run report with wouldPatch", rep)
+				}
+			},
+		},
+		{
+			name: "older version needs allowOlder",
+			prepare: func(t *testing.T, f *fixture) string {
+				for _, id := range f.ids {
+					if err := f.emu.SetServerKeyURL(id, f.v2.KID); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return `{"key":"` + f.v1.KID + `","allowOlder":true}`
+			},
+			wantStatus: http.StatusOK,
+			check: func(t *testing.T, f *fixture, _ []byte) {
+				if got := f.keyURL(t, f.ids[0]); got != f.v1.KID {
+					t.Errorf("got %s, want %s", got, f.v1.KID)
+				}
+			},
+		},
+		{
+			name: "disabled version refused",
+			prepare: func(t *testing.T, f *fixture) string {
+				if err := f.vault.SetEnabled("cmk", f.v1.Version, false); err != nil {
+					t.Fatal(err)
+				}
+				return `{"key":"` + f.v1.KID + `"}`
+			},
+			wantStatus: http.StatusUnprocessableEntity,
+		},
+		{
+			name:       "missing version",
+			prepare:    func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `/0123456789abcdef0123456789abcdef"}` },
+			wantStatus: http.StatusNotFound,
+		},
+		{
+			name: "Resource Manager unavailable",
+			prepare: func(t *testing.T, f *fixture) string {
+				f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, Status: 503})
+				return `{"key":"` + f.key.String() + `"}`
+			},
+			wantStatus: http.StatusServiceUnavailable,
+		},
+		{
+			name: "one server gone",
+			prepare: func(t *testing.T, f *fixture) string {
+				if err := f.emu.DeleteServer(f.ids[1]); err != nil {
+					t.Fatal(err)
+				}
+				return `{"key":"` + f.key.String() + `"}`
+			},
+			wantStatus: http.StatusMultiStatus,
+		},
+		{
+			name: "vault answers an unexpected error",
+			prepare: func(t *testing.T, f *fixture) string {
+				f.emu.InjectFault(emulator.Fault{Service: "keyvault", Method: http.MethodGet, Status: 400, Code: "BadParameter"})
+				return `{"key":"` + f.key.String() + `"}`
+			},
+			wantStatus: http.StatusBadGateway,
+		},
+		{
+			name: "unknown key",
+			prepare: func(t *testing.T, f *fixture) string {
+				return `{"key":"https://` + f.key.Vault + `/keys/other"}`
+			},
+			wantStatus: http.StatusNotFound, wantProblem: "urn:cmkrotator:problem:unknown-key",
+		},
+		{"malformed JSON", func(*testing.T, *fixture) string { return `{"key":` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil},
+		{"unknown field", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `","dryrun":true}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil},
+		{"trailing data", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `"} {}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil},
+		{"missing key", func(*testing.T, *fixture) string { return `{}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-request", nil},
+		{"not a key URL", func(*testing.T, *fixture) string { return `{"key":"https://kv.vault.azure.net/secrets/x"}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-request", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t)
+			body := tt.prepare(t, f)
+			f.emu.ResetRequests()
+			resp, data := f.api(t, http.MethodPost, "/api/rotate?code=k", body)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("got %d %s, want %d", resp.StatusCode, data, tt.wantStatus)
+			}
+			if tt.wantStatus == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+				t.Error("got no Retry-After, want one with 503")
+			}
+			if tt.wantProblem != "" {
+				var p handler.Problem
+				if err := json.Unmarshal(data, &p); err != nil {
+					t.Fatal(err)
+				}
+				if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+					t.Errorf("got content type %q, want application/problem+json", ct)
+				}
+				if p.Type != tt.wantProblem || p.Status != tt.wantStatus || p.Detail == "" {
+					t.Errorf("got problem %+v, want type %s, status %d and a detail", p, tt.wantProblem, tt.wantStatus)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, f, data)
+			}
+		})
+	}
+}
+
+func TestAPILimits(t *testing.T) {
+	f := setup(t)
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		body       string
+		wantStatus int
+	}{
+		{"12 MB rotate body", http.MethodPost, "/api/rotate", `{"key":"` + strings.Repeat("a", 12<<20) + `"}`, http.StatusRequestEntityTooLarge},
+		{"12 MB replay body", http.MethodPost, "/api/replay", "[" + strings.Repeat(" ", 12<<20) + "]", http.StatusRequestEntityTooLarge},
+		{"deep JSON", http.MethodPost, "/api/replay", strings.Repeat("[", 10000) + strings.Repeat("]", 10000), http.StatusBadRequest},
+		{"wrong method", http.MethodGet, "/api/rotate", "", http.StatusMethodNotAllowed},
+		{"unknown route", http.MethodGet, "/api/nothing", "", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, data := f.api(t, tt.method, tt.path, tt.body)
+			if resp.StatusCode != tt.wantStatus {
+				t.Errorf("got %d %.200s, want %d", resp.StatusCode, data, tt.wantStatus)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+				t.Errorf("got content type %q, want application/problem+json", ct)
+			}
+		})
+	}
+	// Still serving.
+	if resp, data := f.api(t, http.MethodGet, "/api/status", ""); resp.StatusCode != http.StatusOK {
+		t.Errorf("after the refusals: got %d %s, want 200", resp.StatusCode, data)
+	}
+}
+
+func TestReplay(t *testing.T) {
+	f := setup(t)
+	nv, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := f.vault.CreateKey("other", emulator.KeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A dead-letter blob: events with delivery metadata, both schemas.
+	withDeadLetter := func(v any, lower bool) map[string]any {
+		var m map[string]any
+		if err := json.Unmarshal(mustJSON(t, v), &m); err != nil {
+			t.Fatal(err)
+		}
+		if lower {
+			m["deadletterreason"], m["deliveryattempts"] = "MaxDeliveryAttemptsExceeded", 30
+		} else {
+			m["deadLetterReason"], m["deliveryAttempts"], m["lastDeliveryOutcome"] = "MaxDeliveryAttemptsExceeded", 30, "Probation"
+		}
+		return m
+	}
+	blob := mustJSON(t, []any{
+		withDeadLetter(f.emu.KeyEvent(emulator.KeyNewVersionCreated, f.v2, "kv"), false),
+		withDeadLetter(f.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, nv, "kv"), true),
+		withDeadLetter(f.emu.KeyEvent(emulator.KeyNewVersionCreated, other, "kv"), false),
+	})
+
+	resp, data := f.api(t, http.MethodPost, "/api/replay", string(blob))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d %s, want 200", resp.StatusCode, data)
+	}
+	var got handler.ReplayResponse
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Results) != 3 {
+		t.Fatalf("got %d results, want 3", len(got.Results))
+	}
+	if got.Results[0].Report == nil || got.Results[1].Report == nil || got.Results[0].Report.TargetVersion != nv.Version {
+		t.Errorf("got %+v, want both events of cmk reported with target %s", got.Results[:2], nv.Version)
+	}
+	if got.Results[2].Ignored != rotation.IgnoredNotSubscribed {
+		t.Errorf("got ignored %q, want %q", got.Results[2].Ignored, rotation.IgnoredNotSubscribed)
+	}
+	if got := f.patches(); got != 3 {
+		t.Errorf("got %d PATCHes, want 3: the events of one key share one rotation", got)
+	}
+
+	// One event, not an array.
+	one := mustJSON(t, f.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv"))
+	if resp, data := f.api(t, http.MethodPost, "/api/replay", string(one)); resp.StatusCode != http.StatusOK {
+		t.Errorf("single event: got %d %s, want 200", resp.StatusCode, data)
+	}
+	if resp, _ := f.api(t, http.MethodPost, "/api/replay", `[]`); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("no events: got %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestStatusAPI(t *testing.T) {
+	f := setup(t)
+	resp, data := f.api(t, http.MethodGet, "/api/status", "")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d %s, want 200", resp.StatusCode, data)
+	}
+	var st handler.StatusResponse
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Credential == nil || !st.Credential.OK {
+		t.Errorf("got credential %+v, want ok", st.Credential)
+	}
+	if len(st.Keys) != 1 || st.Keys[0].CurrentVersion != f.v2.Version {
+		t.Fatalf("got %+v, want one key at %s", st.Keys, f.v2.Version)
+	}
+	states := map[string]string{}
+	for _, s := range st.Keys[0].Servers {
+		states[s.ID] = s.State
+	}
+	want := map[string]string{f.ids[0]: "lagging", f.ids[1]: "lagging", f.ids[2]: "lagging", f.follow: "versionless"}
+	if diff := cmp.Diff(want, states); diff != "" {
+		t.Errorf("states (-want +got):\n%s", diff)
+	}
+}
+
+// TestJSONMode drives the HTTP functions the way a host with forwarding
+// off does: the request in Data.req, the answer in Outputs.res.
+func TestJSONMode(t *testing.T) {
+	f := setup(t)
+	req, err := http.NewRequest(http.MethodPost, "http://localhost:7071/api/rotate?code=k",
+		strings.NewReader(`{"key":"`+f.key.String()+`","dryRun":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := f.host.HTTP(context.Background(), "Rotate", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Succeeded || res.Res == nil {
+		t.Fatalf("got %+v, want success with an http output", res)
+	}
+	if res.Res.Status != http.StatusOK || decodeReport(t, res.Res.Body).TargetVersion != f.v2.Version {
+		t.Errorf("got %d %s, want 200 and a report", res.Res.Status, res.Res.Body)
+	}
+	if ct := res.Res.Headers.Get("Content-Type"); ct != "application/json" {
+		t.Errorf("got content type %q, want application/json", ct)
+	}
+
+	req, _ = http.NewRequest(http.MethodPost, "http://localhost:7071/api/rotate", strings.NewReader(`{"key":1}`))
+	res, err = f.host.HTTP(context.Background(), "Rotate", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Succeeded || res.Res == nil || res.Res.Status != http.StatusBadRequest {
+		t.Errorf("got %+v, want a successful invocation whose output is 400", res)
+	}
+
+	req, _ = http.NewRequest(http.MethodGet, "http://localhost:7071/api/status", nil)
+	res, err = f.host.HTTP(context.Background(), "Status", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Succeeded || res.Res == nil || res.Res.Status != http.StatusOK {
+		t.Errorf("got %+v, want status 200 in Outputs.res", res)
+	}
+}
+
+func decodeReport(t *testing.T, data []byte) rotation.Report {
+	t.Helper()
+	var rep rotation.Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatalf("decode report %s: %v", data, err)
+	}
+	return rep
+}
+
+func containsLine(lines []string, s string) bool {
+	for _, l := range lines {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
