@@ -304,10 +304,7 @@ func (e *Emulator) handler(service string, serve serviceFunc) http.Handler {
 		}
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
-			rec.Status = sw.status
-			if sw.status == 0 && !sw.wrote {
-				rec.Status = 0
-			}
+			rec.Status = sw.status // 0 when a reset fault dropped the connection
 			e.record(rec)
 			e.log.Debug("request", "service", service, "method", r.Method,
 				"path", r.URL.Path, "status", rec.Status)

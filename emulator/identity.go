@@ -83,7 +83,7 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
-// tokenError says why a bearer token is refused; "" when it is accepted.
+// tokenError says why a bearer token is refused; tokenOK when accepted.
 type tokenError int
 
 const (
