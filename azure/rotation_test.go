@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -471,5 +472,25 @@ func TestKeyVault_Errors(t *testing.T) {
 	remove()
 	if _, err := relays.Get(ctx, emulator.ServerID(emulator.DefaultSubscription, emulator.DefaultResourceGroup, "nope")); !errors.Is(err, rotation.ErrNotFound) {
 		t.Errorf("missing server: got %v, want ErrNotFound", err)
+	}
+}
+
+func TestTargets_Discover(t *testing.T) {
+	f := setup(t, 2)
+	other, _ := f.emu.PutServer(emulator.ServerSpec{ResourceGroup: "rg-other", Name: "relay-elsewhere", KeyURL: f.key.String()})
+	oldKey, _ := f.vault.CreateKey("cmk-old", emulator.KeyOptions{})
+	_, _ = f.emu.PutServer(emulator.ServerSpec{Name: "relay-old", KeyURL: oldKey.KID})
+	_, _ = f.emu.PutServer(emulator.ServerSpec{Name: "relay-plain"})
+	_, relays := f.adapters(t, f.emu.HTTPClient())
+
+	got, err := f.targets(t, f.ids[0]).Discover(t.Context(), relays, "/subscriptions/"+emulator.DefaultSubscription)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := []rotation.Target{{Key: f.key, Servers: []string{f.ids[0], f.ids[1], other}}}
+	sortServers := cmp.Transformer("sort", func(in []string) []string { out := slices.Clone(in); slices.Sort(out); return out })
+	if diff := cmp.Diff(want, got.All(), sortServers); diff != "" {
+		t.Errorf("targets mismatch (-want +got):\n%s", diff)
 	}
 }

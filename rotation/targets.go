@@ -2,9 +2,11 @@ package rotation
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -128,4 +130,38 @@ func (t Targets) ServerIDs() []string {
 	}
 	sort.Strings(ids)
 	return ids
+}
+
+// Discover returns a copy of t in which every server found in scopes
+// (subscriptions or resource groups, as Servers.List takes them) whose key
+// URL uses one of t's keys is subscribed to that key. Servers already
+// mapped stay where they are; keys are never added.
+func (t Targets) Discover(ctx context.Context, servers Servers, scopes ...string) (Targets, error) {
+	out := Targets{byKey: make(map[string]Target, len(t.byKey)), order: slices.Clone(t.order)}
+	mapped := make(map[string]bool)
+	for id, target := range t.byKey {
+		target.Servers = slices.Clone(target.Servers)
+		out.byKey[id] = target
+		for _, s := range target.Servers {
+			mapped[strings.ToLower(s)] = true
+		}
+	}
+
+	for _, scope := range scopes {
+		found, err := servers.List(ctx, scope)
+		if err != nil {
+			return Targets{}, fmt.Errorf("discover servers in %s: %w", scope, err)
+		}
+		for _, s := range found {
+			ref, err := ParseKeyURL(s.KeyURL)
+			target, ok := out.byKey[ref.ID()]
+			if err != nil || !ok || mapped[strings.ToLower(s.ID)] || checkServerID(s.ID) != nil {
+				continue
+			}
+			target.Servers = append(target.Servers, s.ID)
+			out.byKey[ref.ID()] = target
+			mapped[strings.ToLower(s.ID)] = true
+		}
+	}
+	return out, nil
 }
