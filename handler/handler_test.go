@@ -331,8 +331,10 @@ func TestRotateAPI(t *testing.T) {
 			wantStatus: http.StatusUnprocessableEntity,
 		},
 		{
-			name:       "missing version",
-			prepare:    func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `/0123456789abcdef0123456789abcdef"}` },
+			name: "missing version",
+			prepare: func(t *testing.T, f *fixture) string {
+				return `{"key":"` + f.key.String() + `/0123456789abcdef0123456789abcdef"}`
+			},
 			wantStatus: http.StatusNotFound,
 		},
 		{

@@ -1,0 +1,344 @@
+package main_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/handler"
+	"github.com/cmkrotator/cmkrotator/internal/fakehost"
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// binary is cmkrotator, built once by TestMain into a folder removed
+// after the tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cmkrotator-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "cmkrotator")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func build(t *testing.T) string {
+	t.Helper()
+	return binary
+}
+
+// world is the emulator seeded with vault kv, key cmk at v1 and v2 (v2
+// current), servers relay-1…3 on v1 and relay-follow versionless.
+type world struct {
+	emu    *emulator.Emulator
+	vault  *emulator.Vault
+	v1, v2 emulator.KeyVersionInfo
+	key    string
+	ids    []string
+}
+
+func seed(t *testing.T) *world {
+	t.Helper()
+	emu, err := emulator.Start(emulator.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	w := &world{emu: emu, vault: emu.AddVault("kv")}
+	if w.v1, err = w.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if w.v2, err = w.vault.RotateKey("cmk"); err != nil {
+		t.Fatal(err)
+	}
+	w.key = w.vault.URL() + "/keys/cmk"
+	for _, s := range []struct{ name, url string }{
+		{"relay-1", w.v1.KID}, {"relay-2", w.v1.KID}, {"relay-3", w.v1.KID}, {"relay-follow", w.key},
+	} {
+		id, err := emu.PutServer(emulator.ServerSpec{Name: s.name, KeyURL: s.url})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.ids = append(w.ids, id)
+	}
+	return w
+}
+
+// env is exactly what the host would pass: app settings, nothing of this
+// process's environment.
+func (w *world) env(t *testing.T, clientID string) []string {
+	t.Helper()
+	targets, err := json.Marshal(map[string]any{"targets": []any{map[string]any{"key": w.key, "servers": w.ids}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{
+		"IDENTITY_ENDPOINT=" + w.emu.IdentityEndpoint(),
+		"IDENTITY_HEADER=" + w.emu.IdentityHeader(),
+		"SSL_CERT_FILE=" + w.emu.CertFile(),
+		"ROTATION_ARM_ENDPOINT=" + w.emu.ARMEndpoint(),
+		"ROTATION_ARM_AUDIENCE=https://management.core.windows.net/",
+		"ROTATION_TARGETS=" + string(targets),
+	}
+	if clientID != "" {
+		env = append(env, "AZURE_CLIENT_ID="+clientID)
+	}
+	return env
+}
+
+func start(t *testing.T, env []string) *fakehost.Host {
+	t.Helper()
+	bin := build(t)
+	h, err := fakehost.Start(context.Background(), bin, filepath.Dir(bin), env, fakehost.Options{FunctionKey: "fn-key"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("handler output:\n%s", h.Output())
+		}
+	})
+	return h
+}
+
+func forward(t *testing.T, h *fakehost.Host, method, path, body string) (int, http.Header, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req := httptest.NewRequest(method, "https://cmk.azurewebsites.net"+path, rd)
+	req.Header.Set("x-functions-key", "fn-key")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.Forward(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, data
+}
+
+// TestEndToEnd runs the built binary as the Functions host would, with
+// only app settings, and drives all five functions against the emulator.
+func TestEndToEnd(t *testing.T) {
+	w := seed(t)
+	h := start(t, w.env(t, w.emu.ClientID()))
+	ctx := context.Background()
+
+	t.Run("KeyNewVersionCreated", func(t *testing.T) {
+		nv, err := w.vault.RotateKey("cmk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, _ := json.Marshal(w.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv"))
+		res, err := h.EventGrid(ctx, "KeyNewVersionCreated", ev, fakehost.EventOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Succeeded || res.EventGridStatus() != http.StatusAccepted {
+			t.Fatalf("got %d %s, want success and 202 to Event Grid", res.Status, res.Failure)
+		}
+		for _, id := range w.ids[:3] {
+			if got, _ := w.emu.ServerKeyURL(id); got != nv.KID {
+				t.Errorf("server %s: got %s, want %s", id, got, nv.KID)
+			}
+		}
+		w.v2 = nv
+	})
+
+	t.Run("Status", func(t *testing.T) {
+		status, _, body := forward(t, h, http.MethodGet, "/api/status", "")
+		if status != http.StatusOK {
+			t.Fatalf("got %d %s, want 200", status, body)
+		}
+		var st handler.StatusResponse
+		if err := json.Unmarshal(body, &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Credential == nil || !st.Credential.OK {
+			t.Errorf("got credential %+v, want ok", st.Credential)
+		}
+		if len(st.Keys) != 1 || len(st.Keys[0].Servers) != 4 {
+			t.Fatalf("got %+v, want one key with four servers", st.Keys)
+		}
+		for _, s := range st.Keys[0].Servers[:3] {
+			if s.State != rotation.StateCurrent {
+				t.Errorf("server %s: got %s, want current", s.ID, s.State)
+			}
+		}
+		if got := st.Keys[0].SafeToDisable; len(got) != 2 {
+			t.Errorf("got safe to disable %v, want the two older versions", got)
+		}
+	})
+
+	t.Run("Rotate", func(t *testing.T) {
+		status, _, body := forward(t, h, http.MethodPost, "/api/rotate", `{"key":"`+w.v1.KID+`","dryRun":true,"allowOlder":true}`)
+		if status != http.StatusOK {
+			t.Fatalf("got %d %s, want 200", status, body)
+		}
+		var rep rotation.Report
+		if err := json.Unmarshal(body, &rep); err != nil {
+			t.Fatal(err)
+		}
+		if !rep.DryRun || rep.TargetVersion != w.v1.Version {
+			t.Errorf("got %+v, want a dry run to %s", rep, w.v1.Version)
+		}
+		if got, _ := w.emu.ServerKeyURL(w.ids[0]); got != w.v2.KID {
+			t.Errorf("dry run moved a server to %s", got)
+		}
+		status, hdr, body := forward(t, h, http.MethodPost, "/api/rotate", `{"key":"https://other.vault.azure.net/keys/x"}`)
+		if status != http.StatusNotFound || hdr.Get("Content-Type") != "application/problem+json" {
+			t.Errorf("unknown key: got %d %s %s, want 404 problem", status, hdr.Get("Content-Type"), body)
+		}
+	})
+
+	t.Run("Replay", func(t *testing.T) {
+		blob, _ := json.Marshal([]any{
+			w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v2, "kv"),
+			w.emu.KeyEvent(emulator.KeyNearExpiry, w.v2, "kv"),
+		})
+		status, _, body := forward(t, h, http.MethodPost, "/api/replay", string(blob))
+		if status != http.StatusOK {
+			t.Fatalf("got %d %s, want 200", status, body)
+		}
+		var got handler.ReplayResponse
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Results) != 2 || got.Results[0].Report == nil || got.Results[1].Ignored == "" {
+			t.Errorf("got %s, want a report for the first event and the second ignored", body)
+		}
+	})
+
+	t.Run("Reconcile", func(t *testing.T) {
+		if err := w.emu.SetServerKeyURL(w.ids[1], w.v1.KID); err != nil {
+			t.Fatal(err)
+		}
+		res, err := h.Timer(ctx, "Reconcile", fakehost.TimerOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Succeeded {
+			t.Fatalf("got %s, want success", res.Failure)
+		}
+		if got, _ := w.emu.ServerKeyURL(w.ids[1]); got != w.v2.KID {
+			t.Errorf("got %s, want %s", got, w.v2.KID)
+		}
+	})
+
+	t.Run("limits", func(t *testing.T) {
+		status, _, _ := forward(t, h, http.MethodPost, "/api/replay", strings.Repeat(" ", 12<<20))
+		if status != http.StatusRequestEntityTooLarge {
+			t.Errorf("got %d, want 413", status)
+		}
+		if status, _, body := forward(t, h, http.MethodGet, "/api/status", ""); status != http.StatusOK {
+			t.Errorf("after 413: got %d %s, want 200", status, body)
+		}
+		req := httptest.NewRequest(http.MethodGet, "https://cmk.azurewebsites.net/api/status", nil)
+		resp, err := h.Forward(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("without the function key: got %d, want 401 from the host", resp.StatusCode)
+		}
+	})
+
+	t.Run("logs", func(t *testing.T) {
+		var withID int
+		for _, l := range h.Lines() {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Errorf("got a line that is not JSON: %q", l)
+				continue
+			}
+			if _, ok := rec["invocation_id"]; ok {
+				withID++
+			}
+			if strings.Contains(l, "access_token") || strings.Contains(l, "eyJ") {
+				t.Errorf("got a line with a token: %q", l)
+			}
+		}
+		if withID == 0 {
+			t.Error("got no line with an invocation id, want several")
+		}
+	})
+
+	t.Run("SIGTERM", func(t *testing.T) {
+		if err := h.Close(); err != nil {
+			t.Errorf("got exit %v, want a clean exit", err)
+		}
+	})
+}
+
+// TestRefusedIdentity starts the binary without AZURE_CLIENT_ID, so the
+// token endpoint refuses it: the refusal is named once, plainly, and
+// status shows it.
+func TestRefusedIdentity(t *testing.T) {
+	w := seed(t)
+	h := start(t, w.env(t, ""))
+
+	status, _, body := forward(t, h, http.MethodGet, "/api/status", "")
+	if status != http.StatusOK {
+		t.Fatalf("got %d %s, want 200", status, body)
+	}
+	var st handler.StatusResponse
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Credential == nil || st.Credential.OK || !strings.Contains(st.Credential.Error, "system-assigned") {
+		t.Errorf("got credential %+v, want a refusal naming the identity", st.Credential)
+	}
+
+	ev, _ := json.Marshal(w.emu.KeyEvent(emulator.KeyNewVersionCreated, w.v2, "kv"))
+	if _, err := h.EventGrid(context.Background(), "KeyNewVersionCreated", ev, fakehost.EventOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Close(); err != nil {
+		t.Fatalf("got exit %v, want a clean exit", err)
+	}
+	if got := strings.Count(h.Output(), "credential refused"); got != 1 {
+		t.Errorf("got %d lines naming the refused credential, want 1:\n%s", got, h.Output())
+	}
+}
+
+// TestBadSettings starts the binary with a broken map: one line on stderr,
+// exit code 2, before serving anything.
+func TestBadSettings(t *testing.T) {
+	bin := build(t)
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"FUNCTIONS_CUSTOMHANDLER_PORT=1", `ROTATION_TARGETS={"targets":[{"key":"https://kv.vault.azure.net/secrets/x","servers":[]}]}`}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("got %v, want exit code 2", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], "ROTATION_TARGETS") {
+		t.Errorf("got %q, want one line naming ROTATION_TARGETS", out)
+	}
+}

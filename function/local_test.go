@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// TestLocalOnce runs cmkrotator local --once as a person would and checks
+// the report: every pinned server rotated and verified, the versionless
+// one and the one on another key left alone, exit code 0.
+func TestLocalOnce(t *testing.T) {
+	// local points the managed identity credential at its emulator through
+	// the process environment; restore it afterwards.
+	t.Setenv("IDENTITY_ENDPOINT", "")
+	t.Setenv("IDENTITY_HEADER", "")
+
+	for _, asJSON := range []bool{true, false} {
+		args := []string{"local", "--once"}
+		if asJSON {
+			args = append(args, "--json")
+		}
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			getenv := func(string) string { return "" }
+			code := run(context.Background(), args, env{getenv, strings.NewReader(""), &stdout, &stderr})
+			if code != exitOK {
+				t.Fatalf("got exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+			}
+			for _, step := range []string{"vault seeded", "handler serving", "new key version created", "delivering event", "server rotated", "event delivered"} {
+				if !strings.Contains(stderr.String(), step) {
+					t.Errorf("got logs without %q, want every step logged:\n%s", step, stderr.String())
+				}
+			}
+			if !asJSON {
+				if !strings.Contains(stdout.String(), "Every subscribed server ended as expected") {
+					t.Errorf("got\n%s\nwant the success line", stdout.String())
+				}
+				return
+			}
+
+			var res LocalResult
+			if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+				t.Fatalf("decode %s: %v", stdout.String(), err)
+			}
+			if !res.OK || !res.Invocation.Succeeded || res.Invocation.EventGridStatus != 202 {
+				t.Errorf("got ok %t invocation %+v, want success", res.OK, res.Invocation)
+			}
+			got := map[string]int{}
+			for _, s := range res.Servers {
+				if !s.Verified {
+					t.Errorf("server %s: not verified: %s", s.ID, s.Detail)
+				}
+				got[s.Expected]++
+				if s.Expected == string(rotation.Rotated) && !strings.HasSuffix(s.After, res.NewVersion) {
+					t.Errorf("server %s: got %s, want version %s", s.ID, s.After, res.NewVersion)
+				}
+			}
+			if got["rotated"] != 3 || got["skipped"] != 2 {
+				t.Errorf("got %v, want 3 rotated and 2 skipped", got)
+			}
+		})
+	}
+}
+
+func TestUsage(t *testing.T) {
+	tests := []struct {
+		args     []string
+		wantCode int
+	}{
+		{[]string{"help"}, exitOK},
+		{[]string{"rotate", "--help"}, exitOK},
+		{[]string{"replay", "--help"}, exitOK},
+		{[]string{"status", "--help"}, exitOK},
+		{[]string{"local", "--help"}, exitOK},
+		{[]string{"serve", "--help"}, exitOK},
+		{[]string{"frobnicate"}, exitUsage},
+		{[]string{"rotate"}, exitUsage},
+		{[]string{"rotate", "--bogus"}, exitUsage},
+		{[]string{"rotate", "https://kv.vault.azure.net/secrets/x"}, exitUsage},
+		{[]string{"rotate", "https://kv.vault.azure.net/keys/x"}, exitUsage}, // no ROTATION_TARGETS
+		{[]string{"serve"}, exitUsage},                                       // no port, no map
+		{[]string{"replay", "/nonexistent/events.json"}, exitUsage},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tt.args, env{func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr})
+			if code != tt.wantCode {
+				t.Errorf("got exit %d, want %d\n%s%s", code, tt.wantCode, stdout.String(), stderr.String())
+			}
+			if tt.wantCode == exitUsage && stderr.Len() == 0 {
+				t.Error("got nothing on stderr, want the reason")
+			}
+		})
+	}
+}
