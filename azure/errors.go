@@ -20,6 +20,7 @@ import (
 // says whether a retry could succeed.
 func classify(op string, err error) error {
 	if re, ok := errors.AsType[*azcore.ResponseError](err); ok {
+		err = responseError{re}
 		switch code := re.StatusCode; {
 		case code == http.StatusNotFound:
 			return fmt.Errorf("%s: %w: %w", op, rotation.ErrNotFound, err)
@@ -40,6 +41,24 @@ func classify(op string, err error) error {
 	// (the identity endpoint is a local service that recovers).
 	return fmt.Errorf("%s: %w: %w", op, rotation.ErrRetryable, err)
 }
+
+// responseError keeps an *azcore.ResponseError in the chain but prints
+// one line: the SDK's own text spans the whole response, too much for a
+// per-server report.
+type responseError struct{ re *azcore.ResponseError }
+
+func (e responseError) Error() string {
+	msg := strconv.Itoa(e.re.StatusCode)
+	if e.re.ErrorCode != "" {
+		msg += " " + e.re.ErrorCode
+	}
+	if r := e.re.RawResponse; r != nil && r.Request != nil {
+		msg = r.Request.Method + " " + r.Request.URL.Path + ": " + msg
+	}
+	return msg
+}
+
+func (e responseError) Unwrap() error { return e.re }
 
 // keyDisabled reports whether Key Vault refused because the key version is
 // disabled: 403 with the inner error code KeyDisabled.

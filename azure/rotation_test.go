@@ -9,8 +9,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cmkrotator/cmkrotator/emulator"
@@ -493,4 +495,29 @@ func TestTargets_Discover(t *testing.T) {
 	if diff := cmp.Diff(want, got.All(), sortServers); diff != "" {
 		t.Errorf("targets mismatch (-want +got):\n%s", diff)
 	}
+}
+
+func TestFluidRelay_ErrorsStayClassifiableAndShort(t *testing.T) {
+	f := setup(t, 1)
+	_, relays := f.adapters(t, f.emu.HTTPClient())
+	f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, Status: http.StatusServiceUnavailable})
+	f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodGet, Status: http.StatusNotFound, Times: 1})
+
+	_, err := relays.Get(t.Context(), f.ids[0])
+	if re, ok := errors.AsType[*azcore.ResponseError](err); !ok || re.StatusCode != http.StatusNotFound || !errors.Is(err, rotation.ErrNotFound) {
+		t.Errorf("got %v, want a 404 *azcore.ResponseError and ErrNotFound", err)
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("got a multi-line error %q, want one line", err)
+	}
+
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
+		_, relays := f.adapters(t, transporter(f))
+		_, err := relays.SetKeyURL(ctx, f.ids[0], f.v1.KID)
+		if !errors.Is(err, rotation.ErrRetryable) {
+			t.Errorf("503 after retries: got %v, want ErrRetryable", err)
+		}
+	})
 }
