@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -193,4 +194,57 @@ func TestFindBinary(t *testing.T) {
 			t.Errorf("got %q, %v; want %q", got, err, bin)
 		}
 	})
+}
+
+// recorder is a testing.TB that records how Start ended the test.
+type recorder struct {
+	testing.TB
+	ended string
+}
+
+func (r *recorder) Helper() {}
+
+func (r *recorder) end(kind string, args ...any) {
+	r.ended = kind + ": " + fmt.Sprint(args...)
+	runtime.Goexit()
+}
+
+func (r *recorder) Skip(args ...any)                  { r.end("skip", args...) }
+func (r *recorder) Skipf(format string, args ...any)  { r.end("skip", fmt.Sprintf(format, args...)) }
+func (r *recorder) Fatal(args ...any)                 { r.end("fatal", args...) }
+func (r *recorder) Fatalf(format string, args ...any) { r.end("fatal", fmt.Sprintf(format, args...)) }
+
+func TestMissingAzurite(t *testing.T) {
+	tests := []struct {
+		ci   string
+		want string
+	}{
+		{"", "skip: "},
+		{"true", "fatal: "},
+	}
+	for _, tt := range tests {
+		t.Run("CI="+tt.ci, func(t *testing.T) {
+			// No AZURITE_BIN, no .tools up to go.mod, nothing on PATH.
+			root := t.TempDir()
+			if err := os.WriteFile(filepath.Join(root, "go.mod"), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Chdir(root)
+			t.Setenv("AZURITE_BIN", "")
+			t.Setenv("PATH", t.TempDir())
+			t.Setenv("CI", tt.ci)
+
+			r := &recorder{TB: t}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				azurite.Start(r)
+			}()
+			<-done
+
+			if !strings.HasPrefix(r.ended, tt.want) || !strings.Contains(r.ended, azurite.InstallCommand) {
+				t.Errorf("got %q, want %s with the install command", r.ended, tt.want)
+			}
+		})
+	}
 }
