@@ -342,3 +342,78 @@ func TestBadSettings(t *testing.T) {
 		t.Errorf("got %q, want one line naming ROTATION_TARGETS", out)
 	}
 }
+
+// TestCommands runs the command line against the emulator with the same
+// settings the host would pass.
+func TestCommands(t *testing.T) {
+	w := seed(t)
+	env := append(w.env(t, w.emu.ClientID()), "LOG_FORMAT=json")
+	runCmd := func(t *testing.T, stdin string, args ...string) (int, string, string) {
+		t.Helper()
+		cmd := exec.Command(build(t), args...)
+		cmd.Env = env
+		cmd.Stdin = strings.NewReader(stdin)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return 0, stdout.String(), stderr.String()
+		case errors.As(err, &ee):
+			return ee.ExitCode(), stdout.String(), stderr.String()
+		}
+		t.Fatal(err)
+		return 0, "", ""
+	}
+
+	t.Run("status before", func(t *testing.T) {
+		code, out, errOut := runCmd(t, "", "status")
+		if code != 0 || !strings.Contains(out, "lagging") || !strings.Contains(out, "versionless") {
+			t.Errorf("got exit %d\n%s%s\nwant 0 and a table with lagging and versionless servers", code, out, errOut)
+		}
+	})
+
+	t.Run("rotate dry run", func(t *testing.T) {
+		code, out, errOut := runCmd(t, "", "rotate", "--dry-run", "--json", w.key)
+		var rep rotation.Report
+		if err := json.Unmarshal([]byte(out), &rep); code != 0 || err != nil || !rep.DryRun {
+			t.Errorf("got exit %d, %v\n%s%s\nwant 0 and a dry-run report", code, err, out, errOut)
+		}
+		if got, _ := w.emu.ServerKeyURL(w.ids[0]); got != w.v1.KID {
+			t.Errorf("dry run moved a server to %s", got)
+		}
+	})
+
+	t.Run("replay from stdin", func(t *testing.T) {
+		blob, _ := json.Marshal([]any{w.emu.KeyEvent(emulator.KeyNewVersionCreated, w.v2, "kv")})
+		code, out, errOut := runCmd(t, string(blob), "replay", "-")
+		if code != 0 || !strings.Contains(out, "rotated") {
+			t.Errorf("got exit %d\n%s%s\nwant 0 and rotated servers", code, out, errOut)
+		}
+		if got, _ := w.emu.ServerKeyURL(w.ids[0]); got != w.v2.KID {
+			t.Errorf("got %s, want %s", got, w.v2.KID)
+		}
+	})
+
+	t.Run("status after", func(t *testing.T) {
+		code, out, errOut := runCmd(t, "", "status", "--json")
+		var st handler.StatusResponse
+		if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil {
+			t.Fatalf("got exit %d, %v\n%s%s", code, err, out, errOut)
+		}
+		if got := st.Keys[0].SafeToDisable; len(got) != 1 || got[0] != w.v1.Version {
+			t.Errorf("got safe to disable %v, want [%s]", got, w.v1.Version)
+		}
+	})
+
+	t.Run("rotate failing server", func(t *testing.T) {
+		if err := w.emu.DeleteServer(w.ids[2]); err != nil {
+			t.Fatal(err)
+		}
+		code, out, errOut := runCmd(t, "", "rotate", w.key)
+		if code != 1 || !strings.Contains(out, "failed") {
+			t.Errorf("got exit %d\n%s%s\nwant 1 and the failed server", code, out, errOut)
+		}
+	})
+}

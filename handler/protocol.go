@@ -82,7 +82,7 @@ func (r InvokeRequest) Binding(name string) ([]byte, error) {
 		}
 		v = bytes.TrimSpace([]byte(s))
 	}
-	if len(v) == 0 || v[0] != '{' && v[0] != '[' {
+	if len(v) == 0 || v[0] != '{' && v[0] != '[' || !json.Valid(v) {
 		return nil, fmt.Errorf("binding %q: %w: want a JSON object or array", name, errBinding)
 	}
 	return v, nil
