@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -385,12 +386,7 @@ func (s *Server) publishNamespace(w http.ResponseWriter, r *http.Request, name s
 	s.mu.Lock()
 	n := s.namespaces[name]
 	if n != nil {
-		n.published = append(n.published, events...)
-		for _, sub := range n.subs {
-			for _, p := range events {
-				sub.enqueue(p)
-			}
-		}
+		n.publish(events)
 	}
 	s.mu.Unlock()
 	if n == nil {
@@ -398,6 +394,37 @@ func (s *Server) publishNamespace(w http.ResponseWriter, r *http.Request, name s
 		return
 	}
 	writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// Publish queues CloudEvents (JSON objects) in the topic's
+// subscriptions as a publish request would, without a client. It
+// returns an error naming the first invalid event and then queues
+// none.
+func (n *NamespaceTopic) Publish(events ...json.RawMessage) error {
+	ps := make([]Published, 0, len(events))
+	now := time.Now()
+	for i, raw := range events {
+		p, err := parseCloudEvent(slices.Clone(raw))
+		if err != nil {
+			return fmt.Errorf("publish event %d to topic %s: %s", i, n.name, badEventMessage(err))
+		}
+		p.Topic, p.Received = n.name, now
+		ps = append(ps, p)
+	}
+	n.s.mu.Lock()
+	n.publish(ps)
+	n.s.mu.Unlock()
+	return nil
+}
+
+// publish records events and queues them; s.mu is held.
+func (n *NamespaceTopic) publish(events []Published) {
+	n.published = append(n.published, events...)
+	for _, sub := range n.subs {
+		for _, p := range events {
+			sub.enqueue(p)
+		}
+	}
 }
 
 // receive serves ReceiverClient.ReceiveEvents: it answers as soon as
