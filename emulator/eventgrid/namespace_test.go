@@ -65,7 +65,8 @@ func newNamespace(t *testing.T, inProcess bool, so eventgrid.SubscriptionOptions
 	}
 }
 
-func newSender(t *testing.T, srv *eventgrid.Server, topic, key string, inProcess, retries bool) *aznamespaces.SenderClient {
+func newSender(t *testing.T, srv *eventgrid.Server, topic, key string,
+	inProcess, retries bool) *aznamespaces.SenderClient {
 	t.Helper()
 	c, err := aznamespaces.NewSenderClientWithSharedKeyCredential(srv.URL(), topic,
 		azcore.NewKeyCredential(key),
@@ -76,7 +77,8 @@ func newSender(t *testing.T, srv *eventgrid.Server, topic, key string, inProcess
 	return c
 }
 
-func newReceiver(t *testing.T, srv *eventgrid.Server, topic, sub, key string, inProcess bool) *aznamespaces.ReceiverClient {
+func newReceiver(t *testing.T, srv *eventgrid.Server, topic, sub, key string,
+	inProcess bool) *aznamespaces.ReceiverClient {
 	t.Helper()
 	c, err := aznamespaces.NewReceiverClientWithSharedKeyCredential(srv.URL(), topic, sub,
 		azcore.NewKeyCredential(key),

@@ -15,7 +15,14 @@ func TestWireErrors(t *testing.T) {
 	srv := start(t, eventgrid.Options{})
 	srv.AddNamespaceTopic(topicName).AddSubscription(subName, eventgrid.SubscriptionOptions{})
 	const event = `{"id":"1","source":"/s","type":"t","specversion":"1.0"}`
-	publish := "/topics/" + topicName + ":publish?api-version=2024-06-01"
+	const (
+		ce    = "application/cloudevents+json"
+		batch = "application/cloudevents-batch+json"
+	)
+	bare := "/topics/" + topicName + ":publish"
+	publish := bare + "?api-version=2024-06-01"
+	peek := "/topics/" + topicName + "/eventsubscriptions/" + subName + ":peek?api-version=2024-06-01"
+	huge := `{"data":"` + strings.Repeat("x", 1<<20) + `"}`
 
 	tests := []struct {
 		name        string
@@ -26,15 +33,15 @@ func TestWireErrors(t *testing.T) {
 		wantStatus  int
 		wantCode    string
 	}{
-		{"get", http.MethodGet, publish, "application/cloudevents+json", event, 405, "MethodNotAllowed"},
-		{"no api-version", http.MethodPost, "/topics/" + topicName + ":publish", "application/cloudevents+json", event, 400, "BadRequest"},
-		{"old api-version", http.MethodPost, "/topics/" + topicName + ":publish?api-version=2018-01-01", "application/cloudevents+json", event, 400, "BadRequest"},
-		{"plain json", http.MethodPost, publish, "application/json", event, 415, "UnsupportedMediaType"},
-		{"batch that is an object", http.MethodPost, publish, "application/cloudevents-batch+json", event, 400, "BadRequest"},
-		{"spec version 0.3", http.MethodPost, publish, "application/cloudevents+json", strings.Replace(event, "1.0", "0.3", 1), 400, "BadRequest"},
-		{"over 1 MB", http.MethodPost, publish, "application/cloudevents+json", `{"data":"` + strings.Repeat("x", 1<<20) + `"}`, 413, "RequestEntityTooLarge"},
-		{"unknown action", http.MethodPost, "/topics/" + topicName + "/eventsubscriptions/" + subName + ":peek?api-version=2024-06-01", "application/json", `{}`, 404, "NotFound"},
-		{"ok", http.MethodPost, publish, "application/cloudevents+json; charset=utf-8", event, 200, ""},
+		{"get", "GET", publish, ce, event, 405, "MethodNotAllowed"},
+		{"no api-version", "POST", bare, ce, event, 400, "BadRequest"},
+		{"old api-version", "POST", bare + "?api-version=2018-01-01", ce, event, 400, "BadRequest"},
+		{"plain json", "POST", publish, "application/json", event, 415, "UnsupportedMediaType"},
+		{"batch that is an object", "POST", publish, batch, event, 400, "BadRequest"},
+		{"spec version 0.3", "POST", publish, ce, strings.Replace(event, "1.0", "0.3", 1), 400, "BadRequest"},
+		{"over 1 MB", "POST", publish, ce, huge, 413, "RequestEntityTooLarge"},
+		{"unknown action", "POST", peek, "application/json", `{}`, 404, "NotFound"},
+		{"ok", "POST", publish, ce + "; charset=utf-8", event, 200, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
