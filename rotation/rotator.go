@@ -44,20 +44,17 @@ type Config struct {
 }
 
 // Rotator brings the servers of subscribed keys to the newest valid key
-// version and proves each change. It is safe for concurrent use;
-// concurrent rotations of the same key and version share one run.
+// version and proves each change. It is safe for concurrent use. In one
+// process, rotations of one key never overlap: a request that arrives
+// while the key is being rotated waits, and then runs or joins one
+// follow-up rotation, so that a version created mid-rotation is never lost
+// and no two rotations of a key write to its servers at once.
 type Rotator struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	flights map[string]*flight
-}
-
-// flight is one rotation that concurrent callers share.
-type flight struct {
-	done   chan struct{}
-	report Report
+	mu   sync.Mutex
+	keys map[string]*keyQueue // by KeyRef.ID
 }
 
 // New returns a Rotator for cfg, with defaults resolved.
@@ -77,7 +74,7 @@ func New(cfg Config) (*Rotator, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Rotator{cfg: cfg, log: cfg.Logger, flights: make(map[string]*flight)}, nil
+	return &Rotator{cfg: cfg, log: cfg.Logger, keys: make(map[string]*keyQueue)}, nil
 }
 
 // Request asks for one key's servers to be rotated.
@@ -93,8 +90,12 @@ type Request struct {
 
 // Rotate rotates the servers subscribed to req.Key within Config.Deadline
 // (or ctx's earlier deadline). A key that is not subscribed is refused
-// without any call to Azure. Concurrent calls for the same key, version
-// and options share one rotation and receive the same report.
+// without any call to Azure.
+//
+// Rotations of one key run one after another (see flight.go): identical
+// requests share a run and its report, a request that arrives while the
+// key is being rotated waits for that run to end, and time spent waiting
+// counts against ctx.
 func (r *Rotator) Rotate(ctx context.Context, req Request) Report {
 	target, ok := r.cfg.Targets.Lookup(req.Key)
 	if !ok {
@@ -106,30 +107,8 @@ func (r *Rotator) Rotate(ctx context.Context, req Request) Report {
 	}
 	req.DryRun = req.DryRun || r.cfg.DryRun
 
-	id := fmt.Sprintf("%s/%s/%t/%t/%t", req.Key.ID(), strings.ToLower(req.Key.Version), req.Manual, req.AllowOlder, req.DryRun)
-	r.mu.Lock()
-	f, joined := r.flights[id]
-	if !joined {
-		f = &flight{done: make(chan struct{})}
-		r.flights[id] = f
-	}
-	r.mu.Unlock()
-
-	if joined {
-		select {
-		case <-f.done:
-			return f.report.clone()
-		case <-ctx.Done():
-			return Report{Key: target.Key.String(), Error: "gave up waiting for a rotation in progress: " + ctx.Err().Error(), Retryable: true, Servers: []ServerResult{}}
-		}
-	}
-
-	f.report = r.rotate(ctx, target, req)
-	r.mu.Lock()
-	delete(r.flights, id)
-	r.mu.Unlock()
-	close(f.done)
-	return f.report.clone()
+	f := r.enqueue(target.Key.ID(), req)
+	return r.await(ctx, target, f)
 }
 
 func (rep Report) clone() Report {
