@@ -36,6 +36,12 @@ type deadLetterWorld struct {
 
 func newDeadLetterWorld(t *testing.T) *deadLetterWorld {
 	t.Helper()
+	return newWorld(t, true)
+}
+
+// newWorld builds the world, with Azurite only when blobs is set.
+func newWorld(t *testing.T, blobs bool) *deadLetterWorld {
+	t.Helper()
 	w := &deadLetterWorld{fixture: setup(t, 2)}
 	var err error
 	if w.v2, err = w.vault.RotateKey("cmk"); err != nil {
@@ -63,6 +69,9 @@ func newDeadLetterWorld(t *testing.T) *deadLetterWorld {
 		t.Fatal(err)
 	}
 
+	if !blobs {
+		return w
+	}
 	w.az = azurite.Start(t)
 	w.blobWrites = &writeCounter{next: http.DefaultClient}
 	w.container, err = container.NewClientFromConnectionString(w.az.ConnectionString(), "deadletters", nil)

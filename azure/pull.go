@@ -1,0 +1,314 @@
+package azure
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/messaging"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/eventgrid/aznamespaces"
+
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// Defaults of PullOptions.
+const (
+	defaultPullMax  = 20
+	defaultPullWait = 60 * time.Second // Event Grid's own default
+	// A third of the default 60 s lock: two renewals can fail before
+	// a lock is lost.
+	defaultRenewEvery = 20 * time.Second
+	// Receive failures back off from 1 s to a minute.
+	pullBackoffFirst = time.Second
+	pullBackoffMax   = time.Minute
+)
+
+// PullOptions configures Pull. The zero value runs until ctx ends.
+type PullOptions struct {
+	MaxEvents  int           // per receive, 1–100; zero: 20
+	MaxWait    time.Duration // how long a receive waits for events, 10–120 s; zero: 60 s
+	RenewEvery time.Duration // lock renewal period while events are worked on; zero: 20 s (under the 60 s default lock)
+
+	// Once drains the subscription and returns: it stops after a
+	// receive that brings fewer than MaxEvents events, and returns
+	// receive errors instead of retrying them.
+	Once bool
+
+	// Progress, when set, is called after every settled batch.
+	Progress func(PullSummary)
+
+	Logger *slog.Logger // nil: discard
+}
+
+// PullSummary counts what Pull did.
+type PullSummary struct {
+	Receives     int `json:"receives"`
+	Received     int `json:"received"`
+	Acknowledged int `json:"acknowledged"` // ended final
+	Released     int `json:"released"`     // could succeed later: released with a delay
+	Rejected     int `json:"rejected"`     // could not be decoded: dead-lettered
+	Renewals     int `json:"renewals"`     // lock renewal requests
+	LostLocks    int `json:"lostLocks"`    // settlements Event Grid refused (the lock had expired)
+	Failed       int `json:"failed"`       // events acknowledged although their rotation failed for good
+}
+
+// Pull receives Key Vault events from an Event Grid namespace topic
+// subscription and rotates for them through h: events that ended final
+// are acknowledged, those a later attempt could finish are released with
+// a delay that grows with their delivery count, and those that cannot be
+// decoded are rejected (dead-lettered). Locks are renewed every
+// RenewEvery while a batch is worked on. Nothing that did not end final
+// is ever acknowledged.
+//
+// Pull runs until ctx ends (then it returns nil), or with Once until the
+// subscription is drained.
+func Pull(ctx context.Context, r *aznamespaces.ReceiverClient, h EventHandler, opts PullOptions) (PullSummary, error) {
+	opts = opts.withDefaults()
+	var sum PullSummary
+	backoff := pullBackoffFirst
+	for ctx.Err() == nil {
+		resp, err := r.ReceiveEvents(ctx, &aznamespaces.ReceiveEventsOptions{
+			MaxEvents:   to.Ptr(int32(opts.MaxEvents)),
+			MaxWaitTime: to.Ptr(int32(opts.MaxWait / time.Second)),
+		})
+		switch {
+		case ctx.Err() != nil:
+			return sum, nil
+		case err != nil && opts.Once:
+			return sum, classify("receive events", err)
+		case err != nil && errors.Is(classify("", err), rotation.ErrNotFound):
+			return sum, classify("receive events", err)
+		case err != nil:
+			wait := backoff/2 + rand.N(backoff/2+1)
+			opts.Logger.ErrorContext(ctx, "receive failed; retrying", "retry_in", wait, "err", classify("receive events", err))
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+			}
+			backoff = min(2*backoff, pullBackoffMax)
+			continue
+		}
+		backoff = pullBackoffFirst
+		sum.Receives++
+		sum.Received += len(resp.Details)
+		if len(resp.Details) > 0 {
+			// Settle with a context that outlives an interrupt: work
+			// done should be acknowledged, not redelivered.
+			settle := context.WithoutCancel(ctx)
+			if err := pullBatch(ctx, settle, r, h, resp.Details, opts, &sum); err != nil {
+				return sum, err
+			}
+			if opts.Progress != nil {
+				opts.Progress(sum)
+			}
+		}
+		if opts.Once && len(resp.Details) < opts.MaxEvents {
+			return sum, nil
+		}
+	}
+	return sum, nil
+}
+
+func (o PullOptions) withDefaults() PullOptions {
+	if o.MaxEvents <= 0 {
+		o.MaxEvents = defaultPullMax
+	}
+	o.MaxEvents = min(o.MaxEvents, 100)
+	if o.MaxWait <= 0 {
+		o.MaxWait = defaultPullWait
+	}
+	o.MaxWait = min(max(o.MaxWait, 10*time.Second), 120*time.Second)
+	if o.RenewEvery <= 0 {
+		o.RenewEvery = defaultRenewEvery
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return o
+}
+
+// pullBatch rotates for one received batch, renewing its locks meanwhile,
+// and settles every event.
+func pullBatch(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h EventHandler,
+	details []aznamespaces.ReceiveDetails, opts PullOptions, sum *PullSummary) error {
+	log := opts.Logger
+	var events []rotation.Event
+	var decoded []aznamespaces.ReceiveDetails
+	var reject []string
+	for _, d := range details {
+		token := *d.BrokerProperties.LockToken
+		e, err := decodeReceived(d.Event)
+		if err != nil {
+			log.ErrorContext(ctx, "event rejected: cannot decode it", "event_id", d.Event.ID, "err", err)
+			reject = append(reject, token)
+			continue
+		}
+		log.InfoContext(ctx, "event received", "event_id", e.ID, "event_type", e.Type, "key_name", e.Key.Name,
+			"key_version", e.Key.Version, "attempt", deliveryCount(d))
+		events = append(events, e)
+		decoded = append(decoded, d)
+	}
+	if len(reject) > 0 {
+		res, err := r.RejectEvents(settle, reject, nil)
+		if err != nil {
+			return classify("reject events", err)
+		}
+		sum.Rejected += len(res.SucceededLockTokens)
+		sum.LostLocks += lost(ctx, log, "reject", res.FailedLockTokens)
+	}
+	if len(events) == 0 {
+		return nil
+	}
+
+	stop := renewLocks(ctx, r, decoded, opts, sum)
+	results := h.HandleEvents(ctx, events)
+	stop()
+
+	var ack []string
+	release := map[aznamespaces.ReleaseDelay][]string{}
+	for i, res := range results {
+		d := decoded[i]
+		token := *d.BrokerProperties.LockToken
+		switch {
+		case res.Ignored != "" || (res.Report != nil && res.Report.Final()):
+			if res.Report != nil && !res.Report.OK() {
+				sum.Failed++
+			}
+			ack = append(ack, token)
+		default:
+			delay := releaseDelay(deliveryCount(d))
+			release[delay] = append(release[delay], token)
+			log.WarnContext(ctx, "event released for a later attempt", "event_id", res.EventID,
+				"attempt", deliveryCount(d), "retry_in", string(delay)+"s")
+		}
+	}
+	if len(ack) > 0 {
+		res, err := r.AcknowledgeEvents(settle, ack, nil)
+		if err != nil {
+			return classify("acknowledge events", err)
+		}
+		sum.Acknowledged += len(res.SucceededLockTokens)
+		sum.LostLocks += lost(ctx, log, "acknowledge", res.FailedLockTokens)
+	}
+	for delay, tokens := range release {
+		res, err := r.ReleaseEvents(settle, tokens, &aznamespaces.ReleaseEventsOptions{ReleaseDelayInSeconds: &delay})
+		if err != nil {
+			return classify("release events", err)
+		}
+		sum.Released += len(res.SucceededLockTokens)
+		sum.LostLocks += lost(ctx, log, "release", res.FailedLockTokens)
+	}
+	return nil
+}
+
+// renewLocks renews the locks of details every opts.RenewEvery until the
+// returned stop is called.
+func renewLocks(ctx context.Context, r *aznamespaces.ReceiverClient, details []aznamespaces.ReceiveDetails,
+	opts PullOptions, sum *PullSummary) (stop func()) {
+	tokens := make([]string, len(details))
+	for i, d := range details {
+		tokens[i] = *d.BrokerProperties.LockToken
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	renewals := 0
+	wg.Go(func() {
+		t := time.NewTicker(opts.RenewEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			res, err := r.RenewEventLocks(ctx, tokens, nil)
+			mu.Lock()
+			renewals++
+			mu.Unlock()
+			if err != nil {
+				opts.Logger.WarnContext(ctx, "lock renewal failed", "events", len(tokens), "err", classify("renew locks", err))
+				continue
+			}
+			if len(res.FailedLockTokens) > 0 {
+				opts.Logger.WarnContext(ctx, "locks lost while working; those events will be redelivered",
+					"lost", len(res.FailedLockTokens))
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+		sum.Renewals += renewals
+	}
+}
+
+// releaseDelay grows with the delivery count: Event Grid takes only 0,
+// 10, 60, 600 and 3600 seconds.
+func releaseDelay(attempt int) aznamespaces.ReleaseDelay {
+	switch {
+	case attempt <= 1:
+		return aznamespaces.ReleaseDelayTenSeconds
+	case attempt <= 3:
+		return aznamespaces.ReleaseDelayOneMinute
+	case attempt <= 6:
+		return aznamespaces.ReleaseDelayTenMinutes
+	}
+	return aznamespaces.ReleaseDelayOneHour
+}
+
+func deliveryCount(d aznamespaces.ReceiveDetails) int {
+	if d.BrokerProperties.DeliveryCount == nil {
+		return 1
+	}
+	return int(*d.BrokerProperties.DeliveryCount)
+}
+
+func lost(ctx context.Context, log *slog.Logger, op string, failed []aznamespaces.FailedLockToken) int {
+	for _, f := range failed {
+		code := ""
+		if f.Error != nil && f.Error.Code != nil {
+			code = *f.Error.Code
+		}
+		log.WarnContext(ctx, "settlement refused; the event will be redelivered", "operation", op, "code", code)
+	}
+	return len(failed)
+}
+
+// decodeReceived decodes a received CloudEvent through the same decoder
+// as pushed events. The SDK holds JSON data as raw bytes.
+func decodeReceived(ce messaging.CloudEvent) (rotation.Event, error) {
+	m := map[string]any{"specversion": "1.0", "id": ce.ID, "source": ce.Source, "type": ce.Type}
+	if ce.Subject != nil {
+		m["subject"] = *ce.Subject
+	}
+	if ce.Time != nil {
+		m["time"] = ce.Time.Format(time.RFC3339Nano)
+	}
+	switch d := ce.Data.(type) {
+	case nil:
+	case []byte:
+		if json.Valid(d) {
+			m["data"] = json.RawMessage(d)
+		} else {
+			m["data_base64"] = base64.StdEncoding.EncodeToString(d)
+		}
+	default:
+		m["data"] = d
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return rotation.Event{}, fmt.Errorf("decode event %q: %w", ce.ID, err)
+	}
+	return rotation.DecodeEvent(b)
+}

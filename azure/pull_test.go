@@ -1,0 +1,183 @@
+package azure_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/messaging/eventgrid/aznamespaces"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cmkrotator/cmkrotator/azure"
+	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/emulator/eventgrid"
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// namespace starts an Event Grid namespace with topic "keys" and
+// subscription "rotator", and a real receiver for it.
+func namespace(t *testing.T, inProcess bool, so eventgrid.SubscriptionOptions) (
+	*eventgrid.NamespaceTopic, *eventgrid.Subscription, *aznamespaces.ReceiverClient, *eventgrid.Server) {
+	t.Helper()
+	srv, err := eventgrid.Start(eventgrid.Options{InProcess: inProcess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	topic := srv.AddNamespaceTopic("keys")
+	sub := topic.AddSubscription("rotator", so)
+
+	co := azcore.ClientOptions{Transport: srv.HTTPClient()}
+	if inProcess {
+		co.Transport = &http.Client{Transport: srv.InProcessTransport()}
+	}
+	r, err := aznamespaces.NewReceiverClientWithSharedKeyCredential(srv.URL(), "keys", "rotator",
+		azcore.NewKeyCredential(eventgrid.DefaultKey), &aznamespaces.ReceiverClientOptions{ClientOptions: co})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topic, sub, r, srv
+}
+
+func cloudEvent(t *testing.T, ev any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func settledIDs(s []eventgrid.Settled) []string {
+	var ids []string
+	for _, e := range s {
+		ids = append(ids, e.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// TestPull_SettlesPerOutcome receives four events and settles each by
+// its outcome: a rotation that ended and an event for a key nobody
+// subscribed are acknowledged, a rotation Resource Manager throttled is
+// released for later, and an event that cannot be decoded is rejected.
+func TestPull_SettlesPerOutcome(t *testing.T) {
+	w := newKeysWorld(t)
+	w.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, PathSuffix: "/relay-3",
+		Status: http.StatusTooManyRequests, RetryAfter: 2 * time.Minute})
+	topic, sub, receiver, _ := namespace(t, false, eventgrid.SubscriptionOptions{})
+
+	rotates := w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v3, "kv1")
+	throttled := w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.o2, "kv1")
+	stranger := w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.o2, "kv1")
+	stranger.Data.ID = "https://elsewhere.vault.azure.net/keys/cmk/0123456789abcdef0123456789abcdef"
+	poison := json.RawMessage(`{"specversion":"1.0","id":"poison","source":"/x","type":"` +
+		rotation.TypeKeyNewVersionCreated + `","data":{"Id":"https://kv1/secrets/not-a-key"}}`)
+	if err := topic.Publish(cloudEvent(t, rotates), cloudEvent(t, throttled), cloudEvent(t, stranger), poison); err != nil {
+		t.Fatal(err)
+	}
+
+	sum, err := azure.Pull(t.Context(), receiver, w.rotator(t, false), azure.PullOptions{Once: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := azure.PullSummary{Receives: 1, Received: 4, Acknowledged: 2, Released: 1, Rejected: 1}
+	if diff := cmp.Diff(want, sum); diff != "" {
+		t.Errorf("summary (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(sortedIDs(rotates.ID, stranger.ID), settledIDs(sub.Acknowledged())); diff != "" {
+		t.Errorf("acknowledged (-want +got):\n%s", diff)
+	}
+	if dl := sub.DeadLetters(); len(dl) != 1 || dl[0].ID != "poison" || dl[0].Reason != eventgrid.ReasonRejected {
+		t.Errorf("got dead letters %+v, want the poison event, rejected", dl)
+	}
+	waiting := sub.Events()
+	if len(waiting) != 1 || waiting[0].ID != throttled.ID || waiting[0].State != eventgrid.StateDelayed {
+		t.Errorf("got waiting %+v, want the throttled event released with a delay", waiting)
+	}
+	for _, id := range w.ids[:2] {
+		if got, _ := w.emu.ServerKeyURL(id); got != w.v3.KID {
+			t.Errorf("%s: got %s, want %s", id, got, w.v3.KID)
+		}
+	}
+}
+
+// newKeysWorld is the dead-letter world without Azurite.
+func newKeysWorld(t *testing.T) *deadLetterWorld {
+	t.Helper()
+	return newWorld(t, false)
+}
+
+func sortedIDs(ids ...string) []string {
+	slices.Sort(ids)
+	return ids
+}
+
+// TestPull_RenewsLocksDuringASlowRotation holds the PATCH for two and a
+// half minutes, longer than the 60 s lock: the locks are renewed, the
+// event is acknowledged after its first delivery, and it is never
+// delivered twice.
+func TestPull_RenewsLocksDuringASlowRotation(t *testing.T) {
+	for _, renew := range []time.Duration{20 * time.Second, 0} {
+		name := "renewing every " + renew.String()
+		if renew == 0 {
+			name = "renewing less often than the lock lasts"
+			renew = 5 * time.Minute
+		}
+		t.Run(name, func(t *testing.T) {
+			f := setup(t, 1)
+			v2, err := f.vault.RotateKey("cmk")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, Latency: 150 * time.Second, Times: 1})
+
+			synctest.Test(t, func(t *testing.T) {
+				topic, sub, receiver, srv := namespace(t, true, eventgrid.SubscriptionOptions{LockDuration: time.Minute})
+				ev := f.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, v2, "kv1")
+				if err := topic.Publish(cloudEvent(t, ev)); err != nil {
+					t.Fatal(err)
+				}
+				r := f.rotatorOver(t, transporter(f), func(c *rotation.Config) { c.Deadline = 5 * time.Minute })
+
+				sum, err := azure.Pull(t.Context(), receiver, r, azure.PullOptions{Once: true, RenewEvery: renew})
+				if err != nil {
+					t.Fatal(err)
+				}
+
+				if got, _ := f.emu.ServerKeyURL(f.ids[0]); got != v2.KID {
+					t.Errorf("got %s, want %s", got, v2.KID)
+				}
+				renewals := 0
+				for _, req := range srv.Requests() {
+					if req.Operation == eventgrid.OpRenewLock && req.Status == http.StatusOK {
+						renewals++
+					}
+				}
+				acked := sub.Acknowledged()
+				if renew < time.Minute {
+					if renewals < 7 || sum.Renewals != renewals {
+						t.Errorf("got %d renewals (summary %d), want one every 20 s of 150 s", renewals, sum.Renewals)
+					}
+					if len(acked) != 1 || acked[0].DeliveryCount != 1 || sum.LostLocks != 0 {
+						t.Errorf("got acknowledged %+v, %d lost locks; want the event, on its first delivery", acked, sum.LostLocks)
+					}
+					return
+				}
+				// Without renewal the lock expires mid-rotation: the
+				// acknowledgement is refused and Event Grid keeps the
+				// event for another delivery (which finds the server
+				// current).
+				if len(acked) != 0 || sum.LostLocks != 1 || len(sub.Events()) != 1 {
+					t.Errorf("got %d acknowledged, %d lost locks, %d waiting; want 0, 1, 1",
+						len(acked), sum.LostLocks, len(sub.Events()))
+				}
+			})
+		})
+	}
+}
