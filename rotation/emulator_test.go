@@ -31,7 +31,7 @@ type world struct {
 
 // newWorld starts the world. It sets the managed identity environment, so
 // tests that use it do not run in parallel.
-func newWorld(t *testing.T, servers int) *world {
+func newWorld(t testing.TB, servers int) *world {
 	t.Helper()
 	emu, err := emulator.Start(emulator.Options{})
 	if err != nil {
@@ -65,6 +65,12 @@ func newWorld(t *testing.T, servers int) *world {
 // Manager is wrapped in w.watch.
 func (w *world) rotator(t *testing.T) *rotation.Rotator {
 	t.Helper()
+	return w.rotatorWith(t, nil)
+}
+
+// rotatorWith is rotator with edit applied to the Config.
+func (w *world) rotatorWith(t testing.TB, edit func(*rotation.Config)) *rotation.Rotator {
+	t.Helper()
 	co := azcore.ClientOptions{Transport: w.emu.InProcessTransport().(policy.Transporter)}
 	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
 		ID: azidentity.ClientID(w.emu.ClientID()), ClientOptions: co,
@@ -83,15 +89,19 @@ func (w *world) rotator(t *testing.T) *rotation.Rotator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := rotation.New(rotation.Config{Keys: azure.NewKeyVault(cred, &azure.KeyVaultOptions{ClientOptions: co}),
-		Servers: w.watch, Targets: targets})
+	cfg := rotation.Config{Keys: azure.NewKeyVault(cred, &azure.KeyVaultOptions{ClientOptions: co}),
+		Servers: w.watch, Targets: targets}
+	if edit != nil {
+		edit(&cfg)
+	}
+	r, err := rotation.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
-func (w *world) event(t *testing.T, v emulator.KeyVersionInfo) rotation.Event {
+func (w *world) event(t testing.TB, v emulator.KeyVersionInfo) rotation.Event {
 	t.Helper()
 	b, err := json.Marshal(w.emu.KeyEvent(rotation.TypeKeyNewVersionCreated, v, "kv1"))
 	if err != nil {

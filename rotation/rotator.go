@@ -55,6 +55,8 @@ type Rotator struct {
 
 	mu   sync.Mutex
 	keys map[string]*keyQueue // by KeyRef.ID
+
+	confirmed confirmations
 }
 
 // New returns a Rotator for cfg, with defaults resolved.
@@ -126,6 +128,7 @@ type plan struct {
 	current    string // the key's current version
 	allowOlder bool
 	dryRun     bool
+	trust      bool // an event's redelivery: servers confirmed recently are not read again
 	now        time.Time
 
 	prev      versionCache
@@ -167,7 +170,7 @@ func (r *Rotator) resolve(ctx context.Context, key KeyRef, req Request) (*plan, 
 		return nil, fmt.Errorf("read current version of %s: %w", key, err)
 	}
 	p := &plan{key: key, target: cur, current: cur.Ref.Version, allowOlder: req.AllowOlder,
-		dryRun: req.DryRun, now: time.Now()}
+		dryRun: req.DryRun, trust: !req.Manual && req.Key.Version != "", now: time.Now()}
 
 	if v := req.Key.Version; v != "" && !strings.EqualFold(v, cur.Ref.Version) {
 		ev, err := r.cfg.Keys.Key(ctx, key.WithVersion(v))
@@ -211,6 +214,18 @@ func fanOut[T any](ctx context.Context, limit int, ids []string, fn func(context
 
 // server reads, decides, and if needed patches and confirms one server.
 func (r *Rotator) server(ctx context.Context, p *plan, id string) ServerResult {
+	if p.trust && r.confirmed.recent(id, p.target.Ref.Version, p.now) {
+		return ServerResult{ID: id, Outcome: Current, Reason: ReasonConfirmed,
+			PreviousVersion: p.target.Ref.Version, Version: p.target.Ref.Version}
+	}
+	res := r.serverOnce(ctx, p, id)
+	if !p.dryRun && (res.Outcome == Rotated || res.Outcome == Current) {
+		r.confirmed.remember(id, p.target.Ref.Version, time.Now())
+	}
+	return res
+}
+
+func (r *Rotator) serverOnce(ctx context.Context, p *plan, id string) ServerResult {
 	if ra := p.throttled.Load(); ra != nil {
 		return ServerResult{ID: id, Outcome: Failed, Retryable: true,
 			Reason: "not attempted: Resource Manager asked to wait " + ra.After.String()}
@@ -320,6 +335,47 @@ func sameVersion(url string, want KeyRef) bool {
 // retryable reports whether a redelivery could succeed without a person.
 func retryable(err error) bool {
 	return errors.Is(err, ErrRetryable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+// confirmations remembers, per server, the last version this process
+// saw it on (after confirming a PATCH, or reading it already there).
+//
+// Event Grid redelivers a whole event when some servers are unfinished.
+// Under Resource Manager's read throttling (250 burst, 25 a second), a
+// redelivery that read every server again would spend its budget on
+// servers already done and could stall at the same place every time
+// with a thousand servers. So a redelivered event's rotation trusts a
+// confirmation younger than confirmedFor. Manual requests and versionless
+// ones (the timer's reconcile, which looks for drift) read every server.
+type confirmations struct {
+	mu sync.Mutex
+	m  map[string]confirmation // by lower-case server ID; bounded by the map's servers
+}
+
+type confirmation struct {
+	version string
+	at      time.Time
+}
+
+// confirmedFor bounds how long a confirmation is trusted: long enough for
+// Event Grid's first redeliveries (10 s, 30 s, 1 min, 5 min, 10 min),
+// short enough that drift made behind the product's back is seen soon.
+const confirmedFor = 15 * time.Minute
+
+func (c *confirmations) remember(id, version string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]confirmation)
+	}
+	c.m[strings.ToLower(id)] = confirmation{version: strings.ToLower(version), at: at}
+}
+
+func (c *confirmations) recent(id, version string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[strings.ToLower(id)]
+	return ok && e.version == strings.ToLower(version) && now.Sub(e.at) < confirmedFor
 }
 
 // versionCache reads each key version once per rotation, however many
