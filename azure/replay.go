@@ -50,13 +50,13 @@ type ReplayOptions struct {
 
 // ReplaySummary counts what a replay did.
 type ReplaySummary struct {
-	Blobs      int // listed under the prefix
-	TooOld     int // skipped: before ReplayOptions.Since
-	Done       int // skipped: marked done by an earlier run
-	Replayed   int // every event ended final; marked (unless a dry run)
-	Unfinished int // left unmarked: an event could succeed on a later run
-	Events     int // events decoded from the replayed blobs
-	Poison     int // events that could not be decoded
+	Blobs      int `json:"blobs"`      // listed under the prefix
+	TooOld     int `json:"tooOld"`     // skipped: before ReplayOptions.Since
+	Done       int `json:"done"`       // skipped: marked done by an earlier run
+	Replayed   int `json:"replayed"`   // every event ended final; marked (unless a dry run)
+	Unfinished int `json:"unfinished"` // left unmarked: an event could succeed on a later run
+	Events     int `json:"events"`     // events decoded from the replayed blobs
+	Poison     int `json:"poison"`     // events that could not be decoded
 
 	// Results has one entry per blob processed, in order.
 	Results []BlobResult `json:"results"`

@@ -29,10 +29,17 @@ const replayBatch = 500
 // cliApp loads settings and builds the app for a one-shot command,
 // logging as text to stderr unless LOG_FORMAT says otherwise.
 func cliApp(e env) (*app, *slog.Logger, error) {
+	return cliAppWith(e, false)
+}
+
+// cliAppWith is cliApp; dryRun makes the rotator decide and report only,
+// whatever ROTATION_DRY_RUN says.
+func cliAppWith(e env, dryRun bool) (*app, *slog.Logger, error) {
 	s, err := loadSettings(e.getenv, true, false)
 	if err != nil {
 		return nil, nil, err
 	}
+	s.DryRun = s.DryRun || dryRun
 	if s.LogFormat == "" {
 		s.LogFormat = "text"
 	}
@@ -77,15 +84,31 @@ func rotateCommand(ctx context.Context, args []string, e env) error {
 }
 
 func replayCommand(ctx context.Context, args []string, e env) error {
-	fs := newFlags("replay", "usage: cmkrotator replay [flags] [FILE|-]\n\n"+
+	fs := newFlags("replay", "usage: cmkrotator replay [flags] [FILE|-]\n"+
+		"       cmkrotator replay --dead-letter CONTAINER_URL[/PREFIX] [flags]\n\n"+
 		"Processes saved Key Vault events, e.g. an Event Grid dead-letter blob: one\n"+
-		"event or a JSON array, either schema, from FILE or standard input.", e)
+		"event or a JSON array, either schema, from FILE or standard input; or every\n"+
+		"dead-letter blob under a container URL and prefix, marking each blob done\n"+
+		"(metadata cmkrotator_replayed) once every event in it ended final, so that a\n"+
+		"second run repeats only what is unfinished. With --republish the events are\n"+
+		"sent to an Event Grid custom topic instead of rotated here.", e)
 	asJSON := fs.Bool("json", false, "print the results as JSON")
+	var ro recoverFlags
+	ro.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	if ro.deadLetter != "" {
+		if fs.NArg() > 0 {
+			return usageError("replay --dead-letter takes no file, got %d arguments", fs.NArg())
+		}
+		return deadLetterCommand(ctx, ro, *asJSON, e)
+	}
 	if fs.NArg() > 1 {
 		return usageError("replay takes at most one file, got %d arguments", fs.NArg())
+	}
+	if ro.since != "" || ro.again {
+		return usageError("--since and --again apply to --dead-letter only")
 	}
 
 	in, name := e.stdin, "standard input"
@@ -104,12 +127,15 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 	if len(data) > maxReplayFile {
 		return usageError("read events from %s: more than %d bytes", name, maxReplayFile)
 	}
+	if ro.republish != "" {
+		return republishFileCommand(ctx, ro, data, name, e)
+	}
 	events, err := rotation.DecodeEvents(data)
 	if err != nil {
 		return usageError("decode events from %s: %v", name, err)
 	}
 
-	a, _, err := cliApp(e)
+	a, _, err := cliAppWith(e, ro.dryRun)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,10 @@ Usage:
   cmkrotator [serve]                      custom handler for the Functions host
   cmkrotator rotate [flags] KEY_URL       rotate one key's servers now
   cmkrotator replay [flags] [FILE|-]      process saved events (a dead-letter blob)
+  cmkrotator replay --dead-letter URL     replay every dead-letter blob under a container
+  cmkrotator replay --republish ENDPOINT  send saved events to an Event Grid custom topic
+  cmkrotator pull [flags]                 receive events from an Event Grid namespace
+  cmkrotator reconcile [flags]            every server to its key's current version
   cmkrotator status [--json]              keys, servers, versions safe to disable
   cmkrotator local [flags]                run everything against a local emulator
 
@@ -76,6 +80,10 @@ func run(ctx context.Context, args []string, e env) int {
 		err = replayCommand(ctx, args, e)
 	case "status":
 		err = statusCommand(ctx, args, e)
+	case "reconcile":
+		err = reconcileCommand(ctx, args, e)
+	case "pull":
+		err = pullCommand(ctx, args, e)
 	case "local":
 		err = localCommand(ctx, args, e)
 	case "help":

@@ -53,6 +53,10 @@ type app struct {
 	rotator *rotation.Rotator
 	cred    *credentialCheck
 	handler http.Handler
+
+	// token is the credential itself, for the other Azure clients a
+	// command builds (blob storage, Event Grid).
+	token azcore.TokenCredential
 }
 
 // newApp builds the credential, the Azure clients, the rotator and the
@@ -93,7 +97,7 @@ func newApp(s Settings, opts azcore.ClientOptions, log *slog.Logger) (*app, erro
 	if err != nil {
 		return nil, err
 	}
-	return &app{targets: s.Targets, rotator: rot, cred: check, handler: h}, nil
+	return &app{targets: s.Targets, rotator: rot, cred: check, handler: h, token: cred}, nil
 }
 
 // serveOn serves h on ln until ctx ends, then lets in-flight requests
