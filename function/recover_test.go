@@ -1,0 +1,248 @@
+package main_test
+
+import (
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/emulator/eventgrid"
+	"github.com/cmkrotator/cmkrotator/internal/azurite"
+)
+
+// runBinary runs cmkrotator with env and returns its exit code and
+// output.
+func runBinary(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(build(t), args...)
+	cmd.Env = env
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, stdout.String(), stderr.String()
+	case errors.As(err, &ee):
+		return ee.ExitCode(), stdout.String(), stderr.String()
+	}
+	t.Fatal(err)
+	return 0, "", ""
+}
+
+func deadLetterBlob(t *testing.T, events ...any) []byte {
+	t.Helper()
+	var out []map[string]any
+	for _, ev := range events {
+		b, _ := json.Marshal(ev)
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		m["deadLetterReason"], m["deliveryAttempts"] = "MaxDeliveryAttemptsExceeded", 30
+		out = append(out, m)
+	}
+	b, _ := json.Marshal(out)
+	return b
+}
+
+func TestReplayDeadLetterCommand(t *testing.T) {
+	w := seed(t)
+	az := azurite.Start(t)
+	c, err := container.NewClientFromConnectionString(az.ConnectionString(), "deadletters", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Create(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	blobs := map[string][]byte{
+		"KEYS-SUB/2024/5/1/7/a.json": deadLetterBlob(t, w.emu.KeyEvent(emulator.KeyNewVersionCreated, w.v2, "kv")),
+		"KEYS-SUB/2024/5/1/8/b.json": deadLetterBlob(t, w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v1, "kv")),
+		"OTHER-SUB/2024/5/1/8/c.json": deadLetterBlob(t, w.emu.KeyEvent(emulator.KeyNewVersionCreated, w.v2, "kv")),
+	}
+	for name, body := range blobs {
+		if _, err := c.NewBlockBlobClient(name).UploadBuffer(t.Context(), body, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := append(w.env(t, w.emu.ClientID()), "LOG_FORMAT=json", "AZURE_STORAGE_CONNECTION_STRING="+az.ConnectionString())
+	location := az.BlobEndpoint() + "/deadletters/KEYS-SUB"
+
+	t.Run("dry run", func(t *testing.T) {
+		code, out, errOut := runBinary(t, env, "replay", "--dead-letter", location, "--dry-run")
+		if code != 0 || !strings.Contains(out, "2 replayed (dry run: nothing marked)") {
+			t.Errorf("got exit %d\n%s%s\nwant 0 and two blobs judged", code, out, errOut)
+		}
+		if got, _ := w.emu.ServerKeyURL(w.ids[0]); got != w.v1.KID {
+			t.Errorf("dry run moved a server to %s", got)
+		}
+	})
+
+	t.Run("replay", func(t *testing.T) {
+		code, out, errOut := runBinary(t, env, "replay", "--dead-letter", location)
+		if code != 0 || !strings.Contains(out, "2 replayed, 0 left for a later run") || !strings.Contains(out, "ok, marked") {
+			t.Errorf("got exit %d\n%s%s\nwant 0 and two blobs marked", code, out, errOut)
+		}
+		if got, _ := w.emu.ServerKeyURL(w.ids[0]); got != w.v2.KID {
+			t.Errorf("got %s, want %s", got, w.v2.KID)
+		}
+	})
+
+	t.Run("again is a no-op", func(t *testing.T) {
+		w.emu.ResetRequests()
+		code, out, errOut := runBinary(t, env, "replay", "--dead-letter", location, "--json")
+		var sum struct{ Blobs, Done, Replayed int }
+		if err := json.Unmarshal([]byte(out), &sum); err != nil || code != 0 {
+			t.Fatalf("got exit %d, %v\n%s%s", code, err, out, errOut)
+		}
+		if sum.Blobs != 2 || sum.Done != 2 || sum.Replayed != 0 {
+			t.Errorf("got %+v, want 2 blobs, both already done", sum)
+		}
+		for _, r := range w.emu.Requests() {
+			if r.Service == "arm" {
+				t.Errorf("second run called Resource Manager: %s %s", r.Method, r.Path)
+			}
+		}
+	})
+
+	t.Run("since", func(t *testing.T) {
+		code, out, errOut := runBinary(t, env, "replay", "--dead-letter", "deadletters", "--since", "2024-05-01T08:30:00Z", "--again")
+		if code != 0 || !strings.Contains(out, "3 blobs: 2 replayed") || !strings.Contains(out, "1 before --since") {
+			t.Errorf("got exit %d\n%s%s\nwant 0, two of three blobs replayed", code, out, errOut)
+		}
+	})
+}
+
+// TestReconcileCommand: an IaC revert is moved forward and reported; a
+// key recreated under the same name is drift a person must fix.
+func TestReconcileCommand(t *testing.T) {
+	w := seed(t)
+	env := append(w.env(t, w.emu.ClientID()), "LOG_FORMAT=json")
+	if code, out, errOut := runBinary(t, env, "rotate", w.key); code != 0 {
+		t.Fatalf("rotate: exit %d\n%s%s", code, out, errOut)
+	}
+	if err := w.emu.SetServerKeyURL(w.ids[1], w.v1.KID); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut := runBinary(t, env, "reconcile")
+	if code != 0 || !strings.Contains(out, "1 servers moved to the current version, 2 already current") ||
+		!strings.Contains(out, "no drift left") {
+		t.Errorf("got exit %d\n%s%s\nwant 0, the reverted server moved", code, out, errOut)
+	}
+	if got, _ := w.emu.ServerKeyURL(w.ids[1]); got != w.v2.KID {
+		t.Errorf("got %s, want %s", got, w.v2.KID)
+	}
+
+	if err := w.vault.DeleteKey("cmk"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.emu.ResetRequests()
+	code, out, errOut = runBinary(t, env, "reconcile", "--json")
+	var res struct {
+		Drift []struct{ Server, Version, Reason string }
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 1 {
+		t.Fatalf("got exit %d, %v\n%s%s\nwant 1 and JSON", code, err, out, errOut)
+	}
+	if len(res.Drift) != 3 {
+		t.Errorf("got drift %+v, want the three pinned servers", res.Drift)
+	}
+	for _, d := range res.Drift {
+		if d.Version != w.v2.Version || !strings.Contains(d.Reason, "no longer exists") {
+			t.Errorf("got %+v, want version %s named as no longer existing", d, w.v2.Version)
+		}
+	}
+	for _, r := range w.emu.Requests() {
+		if r.Service == "arm" && r.Method == "PATCH" {
+			t.Errorf("reconcile PATCHed %s", r.Path)
+		}
+	}
+}
+
+// TestPullCommand drains a namespace subscription with pull --once.
+func TestPullCommand(t *testing.T) {
+	w := seed(t)
+	eg, err := eventgrid.Start(eventgrid.Options{InProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eg.Close() })
+	topic := eg.AddNamespaceTopic("keys")
+	sub := topic.AddSubscription("rotator", eventgrid.SubscriptionOptions{})
+	ts := httptest.NewTLSServer(eg.Handler())
+	t.Cleanup(ts.Close)
+
+	// One trust file for both emulators.
+	pemData, err := os.ReadFile(w.emu.CertFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemData = append(pemData, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})...)
+	certs := filepath.Join(t.TempDir(), "certs.pem")
+	if err := os.WriteFile(certs, pemData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ev, _ := json.Marshal(w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v2, "kv"))
+	if err := topic.Publish(ev, json.RawMessage(`{"specversion":"1.0","id":"bad","source":"/x","type":"Microsoft.KeyVault.KeyNewVersionCreated","data":{}}`)); err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range w.env(t, w.emu.ClientID()) {
+		if !strings.HasPrefix(kv, "SSL_CERT_FILE=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "SSL_CERT_FILE="+certs, "LOG_FORMAT=json", "EVENTGRID_KEY="+eventgrid.DefaultKey,
+		"EVENTGRID_NAMESPACE_ENDPOINT="+ts.URL, "EVENTGRID_TOPIC=keys", "EVENTGRID_SUBSCRIPTION=rotator")
+
+	code, out, errOut := runBinary(t, env, "pull", "--once", "--json")
+
+	var sum struct{ Received, Acknowledged, Rejected, Released int }
+	if err := json.Unmarshal([]byte(out), &sum); err != nil {
+		t.Fatalf("got %v\n%s%s", err, out, errOut)
+	}
+	if code != 1 || sum.Received != 2 || sum.Acknowledged != 1 || sum.Rejected != 1 || sum.Released != 0 {
+		t.Errorf("got exit %d, %+v\n%s\nwant 1 (a poison event), one acknowledged and one rejected", code, sum, errOut)
+	}
+	if got, _ := w.emu.ServerKeyURL(w.ids[0]); got != w.v2.KID {
+		t.Errorf("got %s, want %s", got, w.v2.KID)
+	}
+	if n := len(sub.Events()); n != 0 {
+		t.Errorf("got %d events left, want none", n)
+	}
+}
+
+func TestRecoveryUsage(t *testing.T) {
+	tests := [][]string{
+		{"pull"},
+		{"pull", "--endpoint", "http://x", "--topic", "t", "--subscription", "s"},
+		{"pull", "--endpoint", "https://x", "--topic", "t", "--subscription", "s", "--max-events", "500"},
+		{"replay", "--since", "48h", "-"},
+		{"replay", "--dead-letter", "https://acct.blob.core.windows.net/c", "--since", "last week"},
+		{"replay", "--dead-letter", "not a url"},
+		{"replay", "--republish", "http://topic", "-"},
+		{"reconcile", "extra"},
+	}
+	for _, args := range tests {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, out, errOut := runBinary(t, []string{"ROTATION_TARGETS=" + `{"targets":[{"key":"https://kv.vault.azure.net/keys/k","servers":[]}]}`}, args...)
+			if code != 2 || errOut == "" {
+				t.Errorf("got exit %d\n%s%s\nwant 2 and the reason", code, out, errOut)
+			}
+		})
+	}
+}
