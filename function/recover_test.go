@@ -65,8 +65,8 @@ func TestReplayDeadLetterCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	blobs := map[string][]byte{
-		"KEYS-SUB/2024/5/1/7/a.json": deadLetterBlob(t, w.emu.KeyEvent(emulator.KeyNewVersionCreated, w.v2, "kv")),
-		"KEYS-SUB/2024/5/1/8/b.json": deadLetterBlob(t, w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v1, "kv")),
+		"KEYS-SUB/2024/5/1/7/a.json":  deadLetterBlob(t, w.emu.KeyEvent(emulator.KeyNewVersionCreated, w.v2, "kv")),
+		"KEYS-SUB/2024/5/1/8/b.json":  deadLetterBlob(t, w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v1, "kv")),
 		"OTHER-SUB/2024/5/1/8/c.json": deadLetterBlob(t, w.emu.KeyEvent(emulator.KeyNewVersionCreated, w.v2, "kv")),
 	}
 	for name, body := range blobs {
