@@ -171,9 +171,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 	if !strings.Contains(logs, "server rotated") {
 		t.Fatalf("got logs without a rotation, want the run to have rotated:\n%s", logs)
 	}
-	for _, tok := range p.tokens(t) {
-		secrets = append(secrets, tok)
-	}
+	secrets = append(secrets, p.tokens(t)...)
 	if len(secrets) == 0 {
 		t.Fatal("got no token to look for, want the emulator's issued tokens")
 	}
