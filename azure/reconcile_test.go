@@ -126,13 +126,8 @@ func TestStatus_KeyRecreated(t *testing.T) {
 		}
 	}
 	s := st.Keys[0].Servers[0]
-	if s.State == rotation.StateLagging && s.Error == "" {
-		// TODO(status-gone-version): rotation.Rotator.Status reports a
-		// server whose pinned version was deleted as "lagging" with no
-		// error, as if a rotation could fix it. It should name the gone
-		// version (serverStatus: versionCache.get returns nil, nil for
-		// ErrNotFound). Remove this skip once it does.
-		t.Skipf("status shows %q without an error for a server on a version that no longer exists", s.State)
+	if s.State != rotation.StateGone {
+		t.Errorf("got state %q, want %q", s.State, rotation.StateGone)
 	}
 	if !strings.Contains(s.Error, f.v1.Version) || !strings.Contains(s.Error, "no longer exists") {
 		t.Errorf("got state %q, error %q; want an error saying version %s no longer exists", s.State, s.Error, f.v1.Version)

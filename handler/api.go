@@ -66,7 +66,7 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
 	s.log.InfoContext(ctx, "rotation requested", "key_name", ref.Name, "key_version", ref.Version,
 		"vault", ref.Vault, "dry_run", in.DryRun, "allow_older", in.AllowOlder)
 	rep := s.cfg.Rotator.Rotate(ctx, rotation.Request{Key: ref, DryRun: in.DryRun, AllowOlder: in.AllowOlder, Manual: true})
-	writeAPI(w, apiStatus([]rotation.Report{rep}), rep)
+	writeAPI(w, []rotation.Report{rep}, rep)
 }
 
 func (s *server) replay(w http.ResponseWriter, r *http.Request) {
@@ -92,7 +92,7 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 
 	s.log.InfoContext(ctx, "replay requested", "events", len(events))
 	results := s.cfg.Rotator.HandleEvents(ctx, events)
-	writeAPI(w, apiStatus(eventReports(results)), ReplayResponse{Results: results})
+	writeAPI(w, eventReports(results), ReplayResponse{Results: results})
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
@@ -123,10 +123,12 @@ func badJSON(w http.ResponseWriter, r *http.Request, err error) {
 	writeProblem(w, r, http.StatusBadRequest, problemBadJSON, "Malformed JSON", err.Error())
 }
 
-// writeAPI writes an API answer, with Retry-After on 503.
-func writeAPI(w http.ResponseWriter, status int, v any) {
+// writeAPI writes v with the status reports call for, and Retry-After on
+// 503.
+func writeAPI(w http.ResponseWriter, reports []rotation.Report, v any) {
+	status := apiStatus(reports)
 	if status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", retryAfterSeconds)
+		w.Header().Set("Retry-After", retryAfter(reports))
 	}
 	writeJSON(w, status, "application/json", v)
 }

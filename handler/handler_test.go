@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -271,6 +272,7 @@ func TestRotateAPI(t *testing.T) {
 		wantStatus  int
 		wantProblem string // problem type, for 4xx
 		check       func(t *testing.T, f *fixture, body []byte)
+		retryAfter  string // Retry-After with 503; zero: the default "30"
 	}{
 		{
 			name:       "rotates to current",
@@ -346,6 +348,23 @@ func TestRotateAPI(t *testing.T) {
 			wantStatus: http.StatusServiceUnavailable,
 		},
 		{
+			name: "Resource Manager throttles past the deadline",
+			prepare: func(t *testing.T, f *fixture) string {
+				f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodGet, Status: 429,
+					Code: "SubscriptionRequestsThrottled", RetryAfter: 2 * time.Minute})
+				return `{"key":"` + f.key.String() + `"}`
+			},
+			wantStatus: http.StatusServiceUnavailable,
+			retryAfter: "120",
+			check: func(t *testing.T, f *fixture, body []byte) {
+				for _, s := range decodeReport(t, body).Servers {
+					if s.Outcome != rotation.Failed || !s.Retryable {
+						t.Errorf("%s: got %s (retryable %v), want failed and retryable", s.ID, s.Outcome, s.Retryable)
+					}
+				}
+			},
+		},
+		{
 			name: "one server gone",
 			prepare: func(t *testing.T, f *fixture) string {
 				if err := f.emu.DeleteServer(f.ids[1]); err != nil {
@@ -370,11 +389,11 @@ func TestRotateAPI(t *testing.T) {
 			},
 			wantStatus: http.StatusNotFound, wantProblem: "urn:cmkrotator:problem:unknown-key",
 		},
-		{"malformed JSON", func(*testing.T, *fixture) string { return `{"key":` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil},
-		{"unknown field", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `","dryrun":true}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil},
-		{"trailing data", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `"} {}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil},
-		{"missing key", func(*testing.T, *fixture) string { return `{}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-request", nil},
-		{"not a key URL", func(*testing.T, *fixture) string { return `{"key":"https://kv.vault.azure.net/secrets/x"}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-request", nil},
+		{"malformed JSON", func(*testing.T, *fixture) string { return `{"key":` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil, ""},
+		{"unknown field", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `","dryrun":true}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil, ""},
+		{"trailing data", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `"} {}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil, ""},
+		{"missing key", func(*testing.T, *fixture) string { return `{}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-request", nil, ""},
+		{"not a key URL", func(*testing.T, *fixture) string { return `{"key":"https://kv.vault.azure.net/secrets/x"}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-request", nil, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -385,8 +404,14 @@ func TestRotateAPI(t *testing.T) {
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("got %d %s, want %d", resp.StatusCode, data, tt.wantStatus)
 			}
-			if tt.wantStatus == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
-				t.Error("got no Retry-After, want one with 503")
+			if tt.wantStatus == http.StatusServiceUnavailable {
+				want := tt.retryAfter
+				if want == "" {
+					want = "30"
+				}
+				if got := resp.Header.Get("Retry-After"); got != want {
+					t.Errorf("got Retry-After %q, want %q", got, want)
+				}
 			}
 			if tt.wantProblem != "" {
 				var p handler.Problem

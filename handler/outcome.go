@@ -1,8 +1,10 @@
 package handler
 
 import (
+	"math"
 	"net/http"
-	"strings"
+	"strconv"
+	"time"
 
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -42,7 +44,7 @@ func apiStatus(reports []rotation.Report) int {
 		case !rep.Final():
 			return http.StatusServiceUnavailable
 		case rep.Error != "":
-			status = max(status, keyErrorStatus(rep.Error))
+			status = max(status, keyErrorStatus(rep.ErrorKind))
 		default:
 			status = max(status, http.StatusMultiStatus)
 		}
@@ -51,25 +53,34 @@ func apiStatus(reports []rotation.Report) int {
 }
 
 // keyErrorStatus classifies a final key-level error.
-//
-// TODO(report-kind): rotation.Report carries its key error as text only;
-// match on a typed kind once the report has one, and drop the text
-// matching.
-func keyErrorStatus(msg string) int {
-	switch {
-	case strings.Contains(msg, "refuse target"):
+func keyErrorStatus(kind rotation.ErrorKind) int {
+	switch kind {
+	case rotation.KindInvalidTarget:
 		return http.StatusUnprocessableEntity
-	case strings.Contains(msg, ": "+rotation.ErrNotFound.Error()):
+	case rotation.KindNotFound, rotation.KindNotSubscribed:
 		return http.StatusNotFound
 	default:
 		return http.StatusBadGateway
 	}
 }
 
-// retryAfterSeconds is sent with 503: Event Grid's own first retries come
-// after 10 s and 30 s, and a throttled Resource Manager usually recovers
-// within half a minute.
-const retryAfterSeconds = "30"
+// defaultRetryAfter is sent with 503 when Azure named no wait: Event
+// Grid's own first retries come after 10 s and 30 s, and a throttled
+// Resource Manager usually recovers within half a minute.
+const defaultRetryAfter = 30 * time.Second
+
+// retryAfter is the Retry-After of a 503 in seconds: the longest wait
+// Azure asked for in any report, or defaultRetryAfter.
+func retryAfter(reports []rotation.Report) string {
+	var wait time.Duration
+	for _, rep := range reports {
+		wait = max(wait, rep.RetryAfter)
+	}
+	if wait <= 0 {
+		wait = defaultRetryAfter
+	}
+	return strconv.Itoa(int(math.Ceil(wait.Seconds())))
+}
 
 // eventReports returns the distinct reports of results (events of one key
 // share one).

@@ -143,7 +143,7 @@ func (r *Rotator) await(ctx context.Context, t Target, f *flight) Report {
 		case <-ctx.Done():
 			r.leave(f)
 			return Report{Key: t.Key.String(), Error: "gave up waiting for a rotation in progress: " + ctx.Err().Error(),
-				Retryable: true, Servers: []ServerResult{}}
+				ErrorKind: KindBusy, Retryable: true, Servers: []ServerResult{}}
 		}
 	}
 }

@@ -1,5 +1,7 @@
 package rotation
 
+import "time"
+
 // Outcome is how one server ended.
 type Outcome string
 
@@ -30,10 +32,27 @@ type Report struct {
 
 	// Error is set when the key itself could not be handled (not
 	// subscribed, target invalid, vault unreachable); then Servers may be
-	// empty. Retryable says whether a redelivery could succeed.
-	Error     string `json:"error,omitempty"`
-	Retryable bool   `json:"retryable,omitempty"`
+	// empty. ErrorKind classifies it, and Retryable says whether a
+	// redelivery could succeed.
+	Error     string    `json:"error,omitempty"`
+	ErrorKind ErrorKind `json:"errorKind,omitempty"`
+	Retryable bool      `json:"retryable,omitempty"`
+
+	// RetryAfter is how long Azure asked the caller to wait before trying
+	// again, when it did; zero otherwise.
+	RetryAfter time.Duration `json:"-"`
 }
+
+// ErrorKind classifies a key-level error in a Report.
+type ErrorKind string
+
+const (
+	KindNotSubscribed ErrorKind = "not-subscribed" // the key is not in the map; nothing was called
+	KindNotFound      ErrorKind = "not-found"      // Key Vault has no such key or version
+	KindInvalidTarget ErrorKind = "invalid-target" // the target version cannot protect a server
+	KindUpstream      ErrorKind = "upstream"       // Key Vault failed or answered unexpectedly
+	KindBusy          ErrorKind = "busy"           // gave up waiting for a rotation in progress
+)
 
 // Final reports whether nothing in the report could succeed on a retry
 // that has not already succeeded: no retryable key error and no retryable

@@ -102,7 +102,8 @@ func (r *Rotator) Rotate(ctx context.Context, req Request) Report {
 	target, ok := r.cfg.Targets.Lookup(req.Key)
 	if !ok {
 		r.log.InfoContext(ctx, "key not subscribed", "key_name", req.Key.Name, "vault", req.Key.Vault)
-		return Report{Key: req.Key.Versionless().String(), Error: "key not subscribed", Servers: []ServerResult{}}
+		return Report{Key: req.Key.Versionless().String(), Error: "key not subscribed",
+			ErrorKind: KindNotSubscribed, Servers: []ServerResult{}}
 	}
 	if !req.Manual {
 		req.AllowOlder = false
@@ -143,7 +144,10 @@ func (r *Rotator) rotate(ctx context.Context, t Target, req Request) Report {
 	rep := Report{Key: t.Key.String(), DryRun: req.DryRun, Servers: []ServerResult{}}
 	p, err := r.resolve(ctx, t.Key, req)
 	if err != nil {
-		rep.Error, rep.Retryable = err.Error(), retryable(err)
+		rep.Error, rep.ErrorKind, rep.Retryable = err.Error(), errorKind(err), retryable(err)
+		if ra, ok := errors.AsType[*RetryAfterError](err); ok {
+			rep.RetryAfter = ra.After
+		}
 		r.log.ErrorContext(ctx, "rotation refused", "key_name", t.Key.Name, "key_version", req.Key.Version,
 			"retryable", rep.Retryable, "err", err)
 		return rep
@@ -155,6 +159,9 @@ func (r *Rotator) rotate(ctx context.Context, t Target, req Request) Report {
 		func(id string) ServerResult {
 			return ServerResult{ID: id, Outcome: Failed, Retryable: true, Reason: "not reached before the deadline"}
 		})
+	if ra := p.throttled.Load(); ra != nil {
+		rep.RetryAfter = ra.After
+	}
 	r.log.InfoContext(ctx, "rotation done", "key_name", t.Key.Name, "key_version", p.target.Ref.Version,
 		"servers", len(rep.Servers), "ok", rep.OK(), "elapsed", time.Since(start))
 	return rep
@@ -182,7 +189,7 @@ func (r *Rotator) resolve(ctx context.Context, key KeyRef, req Request) (*plan, 
 		}
 	}
 	if err := CheckTarget(p.target, p.now); err != nil {
-		return nil, fmt.Errorf("refuse target of %s: %w", key, err)
+		return nil, fmt.Errorf("refuse target of %s: %w", key, targetError{err})
 	}
 	return p, nil
 }
@@ -330,6 +337,23 @@ func (r *Rotator) confirm(ctx context.Context, id string, ref KeyRef) error {
 func sameVersion(url string, want KeyRef) bool {
 	ref, err := ParseKeyURL(url)
 	return err == nil && ref.SameKey(want) && strings.EqualFold(ref.Version, want.Version)
+}
+
+// targetError marks a target version that cannot protect a server.
+type targetError struct{ err error }
+
+func (e targetError) Error() string { return e.err.Error() }
+func (e targetError) Unwrap() error { return e.err }
+
+// errorKind classifies a key-level error for the report.
+func errorKind(err error) ErrorKind {
+	switch {
+	case errors.As(err, new(targetError)):
+		return KindInvalidTarget
+	case errors.Is(err, ErrNotFound):
+		return KindNotFound
+	}
+	return KindUpstream
 }
 
 // retryable reports whether a redelivery could succeed without a person.

@@ -2,6 +2,7 @@ package rotation
 
 import (
 	"context"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -57,7 +58,14 @@ func (r *Rotator) HandleEvents(ctx context.Context, events []Event) []EventResul
 			}
 		}
 		if results[i].Ignored != "" {
-			r.log.InfoContext(ctx, "event ignored", "event_id", e.ID, "event_type", e.Type,
+			// A key-change event that reaches us for a key we do not
+			// rotate means the Event Grid filter and the map disagree:
+			// an error for a person, though a redelivery cannot help.
+			level := slog.LevelError
+			if results[i].Ignored == IgnoredNotRotation {
+				level = slog.LevelInfo
+			}
+			r.log.Log(ctx, level, "event ignored", "event_id", e.ID, "event_type", e.Type,
 				"key_name", e.Key.Name, "vault", e.Key.Vault, "reason", results[i].Ignored)
 			continue
 		}
@@ -136,6 +144,10 @@ const (
 	StateMismatch    = "mismatch"
 	StateUnreachable = "unreachable"
 	StateNoCMK       = "no-cmk"
+	// StateGone: the server's version no longer exists in the vault (the
+	// key was deleted, or deleted and recreated under the same name).
+	// Fluid Relay cannot move it; a person must.
+	StateGone = "gone"
 )
 
 // Status reads every subscribed key and server within Config.Deadline.
@@ -228,7 +240,13 @@ func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, 
 		return st
 	}
 	st.State = StateLagging
-	if v, err := cache.get(ctx, r.cfg.Keys, ref); err == nil && v != nil && Newer(*v, cur, cur.Ref.Version) {
+	v, err := cache.get(ctx, r.cfg.Keys, ref)
+	switch {
+	case err == nil && v == nil:
+		st.State = StateGone
+		st.Error = "version " + ref.Version + " no longer exists in the key vault (key deleted or recreated); " +
+			"restore the key or move the server by hand"
+	case err == nil && Newer(*v, cur, cur.Ref.Version):
 		st.State = StateAhead
 	}
 	return st
