@@ -11,34 +11,70 @@ import (
 	"time"
 )
 
+// Route is one route of the control surface, as GET / lists it.
+type Route struct {
+	Method string `json:"method"`
+	Path   string `json:"path"`
+	Does   string `json:"does"`
+}
+
+// controlRoute is a Route and its handler.
+type controlRoute struct {
+	Route
+	h http.HandlerFunc
+}
+
+// controlRoutes lists the control surface; GET / answers it as JSON.
+func (e *Emulator) controlRoutes() []controlRoute {
+	return []controlRoute{
+		{Route{"GET", "/", "this index of routes"}, nil},
+		{Route{"GET", "/state", "every vault, key version and server"}, e.ctlState},
+		{Route{"POST", "/vaults", `add a vault: {"name"}`}, e.ctlAddVault},
+		{Route{"POST", "/vaults/{vault}/keys/{key}",
+			`create a key version: {"type","ops","disabled","notBefore","expires"}, all optional`}, e.ctlCreateKey},
+		{Route{"POST", "/vaults/{vault}/keys/{key}/rotate", "create a new version of a key"}, e.ctlRotateKey},
+		{Route{"PATCH", "/vaults/{vault}/keys/{key}/{version}",
+			`change a version: {"enabled","expires"}; "current" names the newest`}, e.ctlUpdateVersion},
+		{Route{"DELETE", "/vaults/{vault}/keys/{key}", "delete a key and all its versions"}, e.ctlDeleteKey},
+		{Route{"PUT", "/servers",
+			`create or replace a Fluid Relay server: {"subscription","resourceGroup","name","location","identity","keyUrl"}; answers {"id"}`},
+			e.ctlPutServer},
+		{Route{"PATCH", "/servers", `change a server's key URL behind the product's back: {"id","keyUrl"}`}, e.ctlSetKeyURL},
+		{Route{"DELETE", "/servers", "delete the server named by ?id="}, e.ctlDeleteServer},
+		{Route{"POST", "/faults", `inject a fault: {"service","method","pathSuffix","status","code","retryAfter","times","latency","reset","staleReads"}, durations as "1.5s"; answers {"id"}`},
+			e.ctlAddFault},
+		{Route{"DELETE", "/faults", "remove every fault"}, func(w http.ResponseWriter, r *http.Request) {
+			e.ClearFaults()
+			w.WriteHeader(http.StatusNoContent)
+		}},
+		{Route{"DELETE", "/faults/{id}", "remove one fault"}, e.ctlRemoveFault},
+		{Route{"PUT", "/throttle", "throttle Resource Manager with a Throttle, or null to stop"}, e.ctlThrottle},
+		{Route{"GET", "/requests", "the requests recorded so far"}, func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, orNone(e.Requests()))
+		}},
+		{Route{"DELETE", "/requests", "forget the recorded requests"}, func(w http.ResponseWriter, r *http.Request) {
+			e.ResetRequests()
+			w.WriteHeader(http.StatusNoContent)
+		}},
+		{Route{"POST", "/events", `build a Key Vault event: {"type","vault","key","version","schema"}`}, e.ctlEvent},
+	}
+}
+
 // controlHandler serves the JSON control surface documented in the
-// package documentation.
+// package documentation, with its index at GET /.
 func (e *Emulator) controlHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /state", e.ctlState)
-	mux.HandleFunc("POST /vaults", e.ctlAddVault)
-	mux.HandleFunc("POST /vaults/{vault}/keys/{key}", e.ctlCreateKey)
-	mux.HandleFunc("POST /vaults/{vault}/keys/{key}/rotate", e.ctlRotateKey)
-	mux.HandleFunc("PATCH /vaults/{vault}/keys/{key}/{version}", e.ctlUpdateVersion)
-	mux.HandleFunc("DELETE /vaults/{vault}/keys/{key}", e.ctlDeleteKey)
-	mux.HandleFunc("PUT /servers", e.ctlPutServer)
-	mux.HandleFunc("PATCH /servers", e.ctlSetKeyURL)
-	mux.HandleFunc("DELETE /servers", e.ctlDeleteServer)
-	mux.HandleFunc("POST /faults", e.ctlAddFault)
-	mux.HandleFunc("DELETE /faults", func(w http.ResponseWriter, r *http.Request) {
-		e.ClearFaults()
-		w.WriteHeader(http.StatusNoContent)
+	routes := e.controlRoutes()
+	index := make([]Route, len(routes))
+	for i, r := range routes {
+		index[i] = r.Route
+		if r.h != nil {
+			mux.HandleFunc(r.Method+" "+r.Path, r.h)
+		}
+	}
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, index)
 	})
-	mux.HandleFunc("DELETE /faults/{id}", e.ctlRemoveFault)
-	mux.HandleFunc("PUT /throttle", e.ctlThrottle)
-	mux.HandleFunc("GET /requests", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, orNone(e.Requests()))
-	})
-	mux.HandleFunc("DELETE /requests", func(w http.ResponseWriter, r *http.Request) {
-		e.ResetRequests()
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST /events", e.ctlEvent)
 	return mux
 }
 

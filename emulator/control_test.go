@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -150,5 +152,44 @@ func TestConcurrentClients(t *testing.T) {
 		if !vs[i].Created.After(vs[i-1].Created) {
 			t.Fatalf("version %d created %v, not after %v", i, vs[i].Created, vs[i-1].Created)
 		}
+	}
+}
+
+// TestControlIndex: GET / lists every route, and every route it lists is
+// served (answers something other than the mux's own 404 or 405).
+func TestControlIndex(t *testing.T) {
+	e := start(t)
+	var index []emulator.Route
+	if s := control(t, e, "GET", "/", nil, &index); s != http.StatusOK {
+		t.Fatalf("GET /: got %d, want 200", s)
+	}
+	seen := map[string]bool{}
+	for _, r := range index {
+		seen[r.Method+" "+r.Path] = true
+		if r.Does == "" {
+			t.Errorf("%s %s: got no description, want what it does", r.Method, r.Path)
+		}
+		if r.Path == "/" {
+			continue
+		}
+		path := strings.NewReplacer("{vault}", "none", "{key}", "none", "{version}", "none", "{id}", "1").Replace(r.Path)
+		req, _ := http.NewRequest(r.Method, e.ControlURL()+path, strings.NewReader("{}"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusMethodNotAllowed || strings.HasPrefix(string(body), "404 page not found") {
+			t.Errorf("%s %s: got %d %q, want the route served", r.Method, path, resp.StatusCode, body)
+		}
+	}
+	for _, want := range []string{"GET /", "GET /state", "POST /faults", "PUT /servers", "POST /events"} {
+		if !seen[want] {
+			t.Errorf("got index %+v, want %s listed", index, want)
+		}
+	}
+	if s := control(t, e, "GET", "/nowhere", nil, nil); s != http.StatusNotFound {
+		t.Errorf("GET /nowhere: got %d, want 404", s)
 	}
 }
