@@ -9,6 +9,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 
 	"github.com/cmkrotator/cmkrotator/rotation"
@@ -73,8 +74,12 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// Get reads one server by its resource ID.
+// Get reads one server by its resource ID, once only when ctx is marked
+// by rotation.NoWait.
 func (f *FluidRelay) Get(ctx context.Context, id string) (rotation.Server, error) {
+	if rotation.IsNoWait(ctx) {
+		ctx = policy.WithRetryOptions(ctx, policy.RetryOptions{MaxRetries: -1})
+	}
 	var s server
 	if err := f.do(ctx, http.MethodGet, f.endpoint+id, nil, &s); err != nil {
 		return rotation.Server{}, classify("get server "+id, err)

@@ -87,3 +87,18 @@ func (e *RetryAfterError) Error() string {
 }
 
 func (e *RetryAfterError) Unwrap() []error { return []error{ErrRetryable, e.Err} }
+
+type noWaitKey struct{}
+
+// NoWait marks ctx for a call whose result is welcome but not needed:
+// adapters make one attempt and return a throttled or failed answer at
+// once instead of waiting to retry it.
+func NoWait(ctx context.Context) context.Context {
+	return context.WithValue(ctx, noWaitKey{}, true)
+}
+
+// IsNoWait reports whether ctx was marked by NoWait.
+func IsNoWait(ctx context.Context) bool {
+	v, _ := ctx.Value(noWaitKey{}).(bool)
+	return v
+}

@@ -26,7 +26,7 @@ func (a Action) String() string {
 // strings: reports and logs carry them.
 const (
 	ReasonCurrent         = "already on the target version"
-	ReasonConfirmed       = "already on the target version, confirmed by this process within 15m"
+	ReasonConfirmed       = "confirmed on the target by this process within 15m; not read again before the deadline"
 	ReasonNoCMK           = "no customer-managed key"
 	ReasonMismatch        = "mismatch"
 	ReasonVersionless     = "versionless: follows the latest version itself"

@@ -1,6 +1,7 @@
 package rotation
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -22,13 +23,20 @@ type KeyRef struct {
 func ParseKeyURL(s string) (KeyRef, error) {
 	u, err := url.Parse(strings.TrimSpace(s))
 	if err != nil {
-		return KeyRef{}, fmt.Errorf("parse key URL %q: %w", s, err)
+		// url.Error repeats the input, which may carry a password.
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return KeyRef{}, fmt.Errorf("parse key URL: %w", err)
+	}
+	if u.User != nil {
+		return KeyRef{}, fmt.Errorf("parse key URL %q: unexpected user info", u.Redacted())
 	}
 	if u.Scheme != "https" || u.Host == "" {
 		return KeyRef{}, fmt.Errorf("parse key URL %q: want https://{vault}/keys/{name}[/{version}]", s)
 	}
-	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return KeyRef{}, fmt.Errorf("parse key URL %q: unexpected query, fragment or user info", s)
+	if u.RawQuery != "" || u.Fragment != "" {
+		return KeyRef{}, fmt.Errorf("parse key URL %q: unexpected query or fragment", s)
 	}
 
 	parts := strings.Split(strings.TrimSuffix(u.EscapedPath(), "/"), "/")

@@ -1,6 +1,7 @@
 package rotation_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/cmkrotator/cmkrotator/rotation"
@@ -75,6 +76,21 @@ func TestIsLoopbackHost(t *testing.T) {
 	} {
 		if got := rotation.IsLoopbackHost(host); got != want {
 			t.Errorf("IsLoopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
+func TestParseKeyURL_RedactsPassword(t *testing.T) {
+	for _, in := range []string{
+		"https://user:s3cret@kv1.vault.azure.net/keys/k1",
+		"https://user:s3cret@kv1.vault.azure.net/keys/k1/%zz",
+	} {
+		_, err := rotation.ParseKeyURL(in)
+		if err == nil {
+			t.Fatalf("ParseKeyURL(%q): got no error, want one", in)
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("ParseKeyURL(%q): error %q repeats the password", in, err)
 		}
 	}
 }

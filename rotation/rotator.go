@@ -148,17 +148,20 @@ func (r *Rotator) rotate(ctx context.Context, t Target, req Request) Report {
 		if ra, ok := errors.AsType[*RetryAfterError](err); ok {
 			rep.RetryAfter = ra.After
 		}
-		r.log.ErrorContext(ctx, "rotation refused", "key_name", t.Key.Name, "key_version", req.Key.Version,
+		// Error for a final refusal; Warn when a redelivery will try again.
+		level := slog.LevelError
+		if rep.Retryable {
+			level = slog.LevelWarn
+		}
+		r.log.Log(ctx, level, "rotation refused", "key_name", t.Key.Name, "key_version", req.Key.Version,
 			"retryable", rep.Retryable, "err", err)
 		return rep
 	}
 	rep.TargetVersion = p.target.Ref.Version
 
-	rep.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers,
+	rep.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers, r.schedule(p, t.Servers),
 		func(ctx context.Context, id string) ServerResult { return r.server(ctx, p, id) },
-		func(id string) ServerResult {
-			return ServerResult{ID: id, Outcome: Failed, Retryable: true, Reason: "not reached before the deadline"}
-		})
+		func(id string) ServerResult { return r.unreached(p, id, "not reached before the deadline") })
 	if ra := p.throttled.Load(); ra != nil {
 		rep.RetryAfter = ra.After
 	}
@@ -194,9 +197,12 @@ func (r *Rotator) resolve(ctx context.Context, key KeyRef, req Request) (*plan, 
 	return p, nil
 }
 
-// fanOut runs fn for every server with at most limit at once. A server
-// not started before ctx ends gets missed(id) instead.
-func fanOut[T any](ctx context.Context, limit int, ids []string, fn func(context.Context, string) T, missed func(string) T) []T {
+// fanOut runs fn for every server with at most limit at once, starting
+// them in the given order of indexes into ids (nil: as listed). A server
+// not started before ctx ends gets missed(id) instead. Results are in the
+// order of ids.
+func fanOut[T any](ctx context.Context, limit int, ids []string, order []int,
+	fn func(context.Context, string) T, missed func(string) T) []T {
 	results := make([]T, len(ids))
 	jobs := make(chan int)
 	var wg sync.WaitGroup
@@ -211,21 +217,61 @@ func fanOut[T any](ctx context.Context, limit int, ids []string, fn func(context
 			}
 		})
 	}
-	for i := range ids {
-		jobs <- i
+	for k := range ids {
+		if order != nil {
+			k = order[k]
+		}
+		jobs <- k
 	}
 	close(jobs)
 	wg.Wait()
 	return results
 }
 
+// schedule orders the servers of a rotation: those this process has not
+// confirmed on the target recently come first, so that under Resource
+// Manager's read throttling every redelivery of an event makes progress
+// instead of spending its budget on servers already done; the confirmed
+// ones follow and are read again when time allows.
+func (r *Rotator) schedule(p *plan, ids []string) []int {
+	first := make([]int, 0, len(ids))
+	var last []int
+	for i, id := range ids {
+		if r.trusted(p, id) {
+			last = append(last, i)
+		} else {
+			first = append(first, i)
+		}
+	}
+	return append(first, last...)
+}
+
+// trusted reports whether a redelivered event may count id as current
+// without reading it: this process confirmed it on the target within
+// confirmedFor.
+func (r *Rotator) trusted(p *plan, id string) bool {
+	return p.trust && r.confirmed.recent(id, p.target.Ref.Version, p.now)
+}
+
+// unreached is the result for a server the rotation had no time or read
+// budget left for: current when this process confirmed it on the target
+// recently, otherwise failed and retryable.
+func (r *Rotator) unreached(p *plan, id, reason string) ServerResult {
+	if r.trusted(p, id) {
+		v := p.target.Ref.Version
+		return ServerResult{ID: id, Outcome: Current, Reason: ReasonConfirmed, PreviousVersion: v, Version: v}
+	}
+	return ServerResult{ID: id, Outcome: Failed, Retryable: true, Reason: reason}
+}
+
 // server reads, decides, and if needed patches and confirms one server.
 func (r *Rotator) server(ctx context.Context, p *plan, id string) ServerResult {
-	if p.trust && r.confirmed.recent(id, p.target.Ref.Version, p.now) {
-		return ServerResult{ID: id, Outcome: Current, Reason: ReasonConfirmed,
-			PreviousVersion: p.target.Ref.Version, Version: p.target.Ref.Version}
-	}
 	res := r.serverOnce(ctx, p, id)
+	if res.Outcome == Failed && res.Retryable && r.trusted(p, id) {
+		// Throttled or timed out on a server this process confirmed
+		// recently and has not seen elsewhere since.
+		return r.unreached(p, id, res.Reason)
+	}
 	if !p.dryRun && (res.Outcome == Rotated || res.Outcome == Current) {
 		r.confirmed.remember(id, p.target.Ref.Version, time.Now())
 	}
@@ -234,14 +280,21 @@ func (r *Rotator) server(ctx context.Context, p *plan, id string) ServerResult {
 
 func (r *Rotator) serverOnce(ctx context.Context, p *plan, id string) ServerResult {
 	if ra := p.throttled.Load(); ra != nil {
-		return ServerResult{ID: id, Outcome: Failed, Retryable: true,
-			Reason: "not attempted: Resource Manager asked to wait " + ra.After.String()}
+		return r.unreached(p, id, "not attempted: Resource Manager asked to wait "+ra.After.String())
 	}
 	log := r.log.With("server_id", id, "key_name", p.key.Name, "key_version", p.target.Ref.Version)
 
-	srv, err := r.cfg.Servers.Get(ctx, id)
+	readCtx := ctx
+	if r.trusted(p, id) {
+		// Worth a look if Resource Manager has budget, not worth a wait.
+		readCtx = NoWait(ctx)
+	}
+	srv, err := r.cfg.Servers.Get(readCtx, id)
 	if err != nil {
 		return r.failed(ctx, log, p, id, "", "read server", err)
+	}
+	if !sameVersion(srv.KeyURL, p.target.Ref) {
+		r.confirmed.forget(id) // moved since: an old confirmation no longer speaks for it
 	}
 	in := Input{Key: p.key, Target: p.target, Current: p.current, Server: srv,
 		AllowOlder: p.allowOlder, Now: p.now}
@@ -368,9 +421,10 @@ func retryable(err error) bool {
 // Under Resource Manager's read throttling (250 burst, 25 a second), a
 // redelivery that read every server again would spend its budget on
 // servers already done and could stall at the same place every time
-// with a thousand servers. So a redelivered event's rotation trusts a
-// confirmation younger than confirmedFor. Manual requests and versionless
-// ones (the timer's reconcile, which looks for drift) read every server.
+// with a thousand servers. So an event's rotation reads the servers not
+// confirmed within confirmedFor first, and counts a confirmed one it had
+// no time left to read as current. Manual requests and versionless ones
+// (the timer's reconcile, which looks for drift) never rely on it.
 type confirmations struct {
 	mu sync.Mutex
 	m  map[string]confirmation // by lower-case server ID; bounded by the map's servers
@@ -393,6 +447,12 @@ func (c *confirmations) remember(id, version string, at time.Time) {
 		c.m = make(map[string]confirmation)
 	}
 	c.m[strings.ToLower(id)] = confirmation{version: strings.ToLower(version), at: at}
+}
+
+func (c *confirmations) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, strings.ToLower(id))
 }
 
 func (c *confirmations) recent(id, version string, now time.Time) bool {

@@ -2,10 +2,12 @@ package rotation
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // EventResult is what became of one event.
@@ -148,6 +150,13 @@ const (
 	// key was deleted, or deleted and recreated under the same name).
 	// Fluid Relay cannot move it; a person must.
 	StateGone = "gone"
+	// StateDisabled and StateExpired: the server's version is disabled or
+	// past its expiry. The server stops working, and Fluid Relay refuses
+	// to move it until the version is enabled (or its expiry extended).
+	StateDisabled = "disabled"
+	StateExpired  = "expired"
+	// StateNotFound: Resource Manager has no such server.
+	StateNotFound = "not-found"
 )
 
 // Status reads every subscribed key and server within Config.Deadline.
@@ -172,7 +181,7 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 	}
 
 	var cache versionCache
-	ks.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers,
+	ks.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers, nil,
 		func(ctx context.Context, id string) ServerStatus { return r.serverStatus(ctx, t.Key, cur, &cache, id) },
 		func(id string) ServerStatus {
 			return ServerStatus{ID: id, State: StateUnreachable, Error: "not reached before the deadline"}
@@ -212,7 +221,11 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, cache *versionCache, id string) ServerStatus {
 	st := ServerStatus{ID: id}
 	s, err := r.cfg.Servers.Get(ctx, id)
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		st.State, st.Error = StateNotFound, "server not found: deleted, or a wrong ID in the map"
+		return st
+	case err != nil:
 		st.State, st.Error = StateUnreachable, err.Error()
 		return st
 	}
@@ -246,6 +259,14 @@ func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, 
 		st.State = StateGone
 		st.Error = "version " + ref.Version + " no longer exists in the key vault (key deleted or recreated); " +
 			"restore the key or move the server by hand"
+	case err == nil && !v.Enabled:
+		st.State = StateDisabled
+		st.Error = "version " + ref.Version + " is disabled: the server cannot use its key, and Fluid Relay " +
+			"refuses to move it until the version is enabled again"
+	case err == nil && !v.Expires.IsZero() && !time.Now().Before(v.Expires):
+		st.State = StateExpired
+		st.Error = "version " + ref.Version + " expired at " + v.Expires.UTC().Format(time.RFC3339) +
+			": extend its expiry, then rotate"
 	case err == nil && Newer(*v, cur, cur.Ref.Version):
 		st.State = StateAhead
 	}
