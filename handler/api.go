@@ -24,7 +24,9 @@ type RotateRequest struct {
 }
 
 // ReplayResponse is the answer to POST /api/replay: one result per event,
-// in the order given.
+// in the order given. An event that does not decode is not processed; its
+// result says so in Ignored ("undecodable: …"), with its id when the
+// envelope has one, and counts as final.
 type ReplayResponse struct {
 	Results []rotation.EventResult `json:"results"`
 }
@@ -79,20 +81,32 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 		badJSON(w, r, err)
 		return
 	}
-	events, err := rotation.DecodeEvents(data)
+	b, err := decodeBatch(data)
 	if err != nil {
 		badJSON(w, r, err)
 		return
 	}
-	if len(events) == 0 {
+	if b.size == 0 {
 		writeProblem(w, r, http.StatusBadRequest, problemBadRequest, "No events",
 			"the body must be one event or a non-empty array of events")
 		return
 	}
+	if len(b.events) == 0 {
+		errs := make([]error, len(b.bad))
+		for i, e := range b.bad {
+			errs[i] = fmt.Errorf("event %d: %w", e.index, e.err)
+		}
+		writeProblem(w, r, http.StatusBadRequest, problemBadRequest, "No decodable events",
+			errors.Join(errs...).Error())
+		return
+	}
 
-	s.log.InfoContext(ctx, "replay requested", "events", len(events))
-	results := s.cfg.Rotator.HandleEvents(ctx, events)
-	writeAPI(w, eventReports(results), ReplayResponse{Results: results})
+	for _, e := range b.bad {
+		s.log.ErrorContext(ctx, "event ignored: undecodable", "index", e.index, "event_id", e.id, "err", e.err)
+	}
+	s.log.InfoContext(ctx, "replay requested", "events", len(b.events), "undecodable", len(b.bad))
+	results := s.cfg.Rotator.HandleEvents(ctx, b.events)
+	writeAPI(w, eventReports(results), ReplayResponse{Results: b.results(results)})
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {

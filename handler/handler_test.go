@@ -214,30 +214,61 @@ func TestEventOutcomes(t *testing.T) {
 	}
 }
 
+// TestBadEnvelope sends trigger invocations that cannot be decoded. A
+// redelivery would carry the same bytes, so each must succeed (Event Grid
+// does not retry it for a day) and say, as an error in the invocation's
+// Logs and in the process log, that the event was dropped and why.
 func TestBadEnvelope(t *testing.T) {
 	f := setup(t)
 	tests := []struct {
-		name       string
-		body       string
-		wantStatus int
+		name     string
+		function string
+		body     string
+		wantWhy  string
 	}{
-		{"not JSON", `hello`, http.StatusBadRequest},
-		{"no Data", `{"Metadata":{}}`, http.StatusBadRequest},
-		{"no event", `{"Data":{},"Metadata":{}}`, http.StatusBadRequest},
-		{"event a number", `{"Data":{"event":"42"},"Metadata":{}}`, http.StatusBadRequest},
-		{"too deep", `{"Data":{"event":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}}`, http.StatusBadRequest},
-		{"too large", `{"Data":{"event":"` + strings.Repeat("a", 5<<20) + `"}}`, http.StatusRequestEntityTooLarge},
+		{"not JSON", "KeyNewVersionCreated", `hello`, "invalid character"},
+		{"no Data", "KeyNewVersionCreated", `{"Metadata":{}}`, "no Data"},
+		{"no event", "KeyNewVersionCreated", `{"Data":{},"Metadata":{}}`, `binding \"event\"`},
+		{"event a number", "KeyNewVersionCreated", `{"Data":{"event":"42"},"Metadata":{}}`, "want a JSON object or array"},
+		{"too deep", "KeyNewVersionCreated", `{"Data":{"event":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}}`, "nested too deeply"},
+		{"too large", "KeyNewVersionCreated", `{"Data":{"event":"` + strings.Repeat("a", 12<<20) + `"}}`, "body too large"},
+		{"timer too deep", "Reconcile", `{"Data":{"timer":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}}`, "nested too deeply"},
+		{"timer too large", "Reconcile", `{"Data":{"timer":"` + strings.Repeat("a", 12<<20) + `"}}`, "body too large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := f.host.Invoke(context.Background(), "KeyNewVersionCreated", []byte(tt.body))
+			f.emu.ResetRequests()
+			res, err := f.host.Invoke(context.Background(), tt.function, []byte(tt.body))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Status != tt.wantStatus || res.Succeeded {
-				t.Errorf("got %d succeeded %t, want %d and a failed invocation", res.Status, res.Succeeded, tt.wantStatus)
+			if res.Status != http.StatusOK || !res.Succeeded {
+				t.Errorf("got %d succeeded %t (%s), want 200 and a successful invocation", res.Status, res.Succeeded, res.Failure)
+			}
+			if got := res.ContentType; got != "application/json" {
+				t.Errorf("got content type %q, want application/json", got)
+			}
+			if !containsLine(res.Logs, "ERROR") || !containsLine(res.Logs, "dropped: undecodable") || !containsLine(res.Logs, tt.wantWhy) {
+				t.Errorf("got Logs %q, want an error line saying it was dropped as undecodable, with %q", res.Logs, tt.wantWhy)
+			}
+			var logged bool
+			for _, l := range f.logs.lines(t) {
+				msg, _ := l["msg"].(string)
+				if l["invocation_id"] == res.InvocationID && l["level"] == "ERROR" && strings.Contains(msg, "dropped: undecodable") {
+					logged = true
+				}
+			}
+			if !logged {
+				t.Errorf("got no process log error for invocation %s, want one saying it was dropped", res.InvocationID)
+			}
+			if n := len(f.emu.Requests()); n != 0 {
+				t.Errorf("got %d calls to Azure, want none", n)
 			}
 		})
+	}
+	// Still serving.
+	if res, err := f.host.Timer(context.Background(), "Reconcile", fakehost.TimerOptions{}); err != nil || !res.Succeeded {
+		t.Errorf("after the poison envelopes: got %+v, %v, want a successful reconcile", res, err)
 	}
 }
 
@@ -609,4 +640,162 @@ func containsLine(lines []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// undecodable returns ev, an event as JSON, with data.NBF set to a value
+// no decoder can read as a time.
+func undecodable(t *testing.T, ev any) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(mustJSON(t, ev), &m); err != nil {
+		t.Fatal(err)
+	}
+	m["id"] = "bad-" + m["id"].(string)
+	m["data"].(map[string]any)["NBF"] = "soon"
+	return m
+}
+
+// TestReplayUndecodableEvent replays a batch in which one event cannot be
+// decoded: the good ones are processed and the bad one is reported at its
+// index, final, instead of failing the whole batch.
+func TestReplayUndecodableEvent(t *testing.T) {
+	f := setup(t)
+	nv, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := f.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv")
+	bad := undecodable(t, good)
+
+	resp, data := f.api(t, http.MethodPost, "/api/replay", string(mustJSON(t, []any{good, bad})))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %d %s, want 200", resp.StatusCode, data)
+	}
+	var got handler.ReplayResponse
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Results) != 2 {
+		t.Fatalf("got %d results, want 2", len(got.Results))
+	}
+	if rep := got.Results[0].Report; rep == nil || rep.TargetVersion != nv.Version || !rep.OK() {
+		t.Errorf("event 0: got %+v, want a successful rotation to %s", got.Results[0], nv.Version)
+	}
+	if r := got.Results[1]; r.EventID != bad["id"] || r.Report != nil || !strings.HasPrefix(r.Ignored, "undecodable: ") ||
+		!strings.Contains(r.Ignored, "NBF") {
+		t.Errorf("event 1: got %+v, want id %s ignored as undecodable, naming NBF", r, bad["id"])
+	}
+	for _, id := range f.ids {
+		if got := f.keyURL(t, id); got != nv.KID {
+			t.Errorf("server %s: got %s, want %s", id, got, nv.KID)
+		}
+	}
+
+	// Nothing decodable: the request is refused, naming each event.
+	resp, data = f.api(t, http.MethodPost, "/api/replay", string(mustJSON(t, []any{bad, bad})))
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(data), "event 1") {
+		t.Errorf("only bad events: got %d %s, want 400 naming event 1", resp.StatusCode, data)
+	}
+	// A body that is not JSON stays a problem.
+	resp, data = f.api(t, http.MethodPost, "/api/replay", `[{"id":`)
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Content-Type") != "application/problem+json" {
+		t.Errorf("malformed body: got %d %s, want 400 problem+json", resp.StatusCode, data)
+	}
+}
+
+// TestTriggerUndecodableEvent delivers an array in Data.event with one
+// undecodable event: the good event is rotated and decides the answer,
+// and the bad one is dropped with an error in the logs.
+func TestTriggerUndecodableEvent(t *testing.T) {
+	tests := []struct {
+		name   string
+		fault  bool // Resource Manager unavailable
+		wantOK bool
+	}{
+		{"good event rotates", false, true},
+		{"good event retryable", true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t)
+			nv, err := f.vault.RotateKey("cmk")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.fault {
+				f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, Status: 503})
+			}
+			good := f.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv")
+			bad := undecodable(t, good)
+			env := `{"Data":{"event":` + string(mustJSON(t, []any{good, bad})) + `},"Metadata":{"sys":{"MethodName":"KeyNewVersionCreated"}}}`
+
+			res, err := f.host.Invoke(context.Background(), "KeyNewVersionCreated", []byte(env))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Succeeded != tt.wantOK {
+				t.Errorf("got succeeded %t (status %d), want %t", res.Succeeded, res.Status, tt.wantOK)
+			}
+			// The host keeps Logs of successful invocations only; the
+			// process log has every line.
+			if tt.wantOK && !containsLine(res.Logs, "event dropped: undecodable") {
+				t.Errorf("got Logs %q, want a line dropping event %s", res.Logs, bad["id"])
+			}
+			var dropped bool
+			for _, l := range f.logs.lines(t) {
+				if l["invocation_id"] == res.InvocationID && l["level"] == "ERROR" &&
+					l["msg"] == "event dropped: undecodable" && l["event_id"] == bad["id"] {
+					dropped = true
+				}
+			}
+			if !dropped {
+				t.Errorf("got no process log error dropping event %s, want one", bad["id"])
+			}
+			if got, want := f.patches(), len(f.ids); got < want {
+				t.Errorf("got %d PATCHes, want at least %d: the good event must be processed", got, want)
+			}
+		})
+	}
+}
+
+// TestAPIErrorDetails checks that refusals of malformed input explain
+// themselves in JSON terms, never in Go's.
+func TestAPIErrorDetails(t *testing.T) {
+	f := setup(t)
+	key := f.key.String()
+	tests := []struct {
+		name, body, wantDetail string
+	}{
+		{"string for a boolean", `{"key":"` + key + `","dryRun":"yes"}`, "field dryRun: want a boolean, got a string"},
+		{"number for a string", `{"key":42}`, "field key: want a string, got a number"},
+		{"object for a boolean", `{"key":"` + key + `","allowOlder":{}}`, "field allowOlder: want a boolean, got an object"},
+		{"array for the body", `["` + key + `"]`, "the body: want an object, got an array"},
+		{"syntax error", `{"key" "` + key + `"}`, "malformed JSON at byte 8: invalid character '\"' after object key"},
+		{"truncated", `{"key":`, "malformed JSON at byte 7: the body ends early"},
+		{"key given twice", `{"key":"a","key":"` + key + `"}`, "field key given twice"},
+		{"flag given twice", `{"key":"` + key + `","dryRun":true,"dryRun":false}`, "field dryRun given twice"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, data := f.api(t, http.MethodPost, "/api/rotate", tt.body)
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Fatalf("got %d %s, want 400", resp.StatusCode, data)
+			}
+			var p handler.Problem
+			if err := json.Unmarshal(data, &p); err != nil {
+				t.Fatal(err)
+			}
+			if p.Detail != tt.wantDetail {
+				t.Errorf("got detail %q, want %q", p.Detail, tt.wantDetail)
+			}
+			for _, word := range []string{"Go struct", "RotateRequest", "json:", "of type"} {
+				if strings.Contains(p.Detail, word) {
+					t.Errorf("got detail %q, want no %q", p.Detail, word)
+				}
+			}
+		})
+	}
+	if got := f.patches(); got != 0 {
+		t.Errorf("got %d PATCHes, want none", got)
+	}
 }

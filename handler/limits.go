@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -88,27 +89,114 @@ func checkDepth(data []byte, max int) error {
 
 // decodeStrict decodes our own input into v, a struct whose JSON names
 // are fields: any other member (also one differing only in case, which
-// encoding/json would otherwise accept) and trailing data are errors, so
-// that a misspelt "dryRun" is refused rather than ignored.
+// encoding/json would otherwise accept), a member given twice and
+// trailing data are errors, so that a misspelt "dryRun" is refused rather
+// than ignored. Errors read as messages for the caller, not as Go.
 func decodeStrict(data []byte, v any, fields ...string) error {
 	if err := checkDepth(data, maxDepth); err != nil {
 		return err
 	}
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(data, &members); err == nil {
-		for name := range members {
-			if !slices.Contains(fields, name) {
-				return fmt.Errorf("unknown field %q; want only %s", name, strings.Join(fields, ", "))
-			}
-		}
+	if err := checkMembers(data, fields); err != nil {
+		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return err
+		if errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
+			return fmt.Errorf("malformed JSON at byte %d: the body ends early", len(data))
+		}
+		return explainJSON(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("unexpected data after the JSON value")
 	}
 	return nil
+}
+
+// checkMembers reads the members of a top-level object with a token pass
+// and fails on a name not in fields or given twice. Anything but an
+// object is left to the decoder to refuse.
+func checkMembers(data []byte, fields []string) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil // the decoder reports it with its position
+		}
+		name, _ := t.(string)
+		switch {
+		case !slices.Contains(fields, name):
+			return fmt.Errorf("unknown field %q; want only %s", name, strings.Join(fields, ", "))
+		case seen[name]:
+			return fmt.Errorf("field %s given twice", name)
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
+// explainJSON rewords encoding/json's type and syntax errors, which name
+// Go types and fields, in terms of the JSON the caller sent. Other errors
+// are returned as they are.
+func explainJSON(err error) error {
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		what := "the body"
+		if te.Field != "" {
+			what = "field " + te.Field
+		}
+		return fmt.Errorf("%s: want %s, got %s", what, jsonKind(te.Type), jsonValue(te.Value))
+	}
+	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return fmt.Errorf("malformed JSON at byte %d: %s", se.Offset, se.Error())
+	}
+	return err
+}
+
+// jsonKind names the JSON value a Go type decodes from.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another value"
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "another value"
+}
+
+// jsonValue names the JSON value encoding/json describes in
+// UnmarshalTypeError.Value: "string", "bool", "number 1.5", ….
+func jsonValue(v string) string {
+	switch {
+	case v == "bool":
+		return "a boolean"
+	case v == "array", v == "object":
+		return "an " + v
+	case strings.HasPrefix(v, "number "):
+		return "the number " + strings.TrimPrefix(v, "number ")
+	case v == "":
+		return "another value"
+	}
+	return "a " + v
 }

@@ -1,6 +1,7 @@
 package handler
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,36 +12,46 @@ import (
 // keyNewVersionCreated handles the Event Grid trigger. The event arrives
 // in Data.event, in either schema, as an object or a JSON-encoded string
 // (an array too, should the binding ever say cardinality many).
+//
+// A redelivery carries the same bytes, so whatever cannot be decoded (the
+// envelope, the binding, or single events of an array) is dropped with an
+// error in the logs and does not fail the invocation; the events that did
+// decode decide the answer.
 func (s *server) keyNewVersionCreated(w http.ResponseWriter, r *http.Request) {
 	ctx, inv := invocationOf(r)
-	req, ok := s.envelope(w, r, inv)
+	attrs := []any{"function", "KeyNewVersionCreated"}
+	req, ok := s.triggerEnvelope(ctx, w, r, inv, "event dropped: undecodable invocation", attrs)
 	if !ok {
 		return
 	}
-	attrs := []any{"function", "KeyNewVersionCreated"}
 	if rc, ok := req.Retry(); ok {
 		attrs = append(attrs, "attempt", rc.RetryCount+1)
 	}
 
 	raw, err := req.Binding("event")
-	if err != nil {
-		s.log.ErrorContext(ctx, "invocation refused", append(attrs, "err", err)...)
-		writeInvoke(w, http.StatusBadRequest, inv.Logs(), nil)
-		return
+	var b batch
+	if err == nil {
+		b, err = decodeBatch(raw)
 	}
-	events, err := rotation.DecodeEvents(raw)
 	if err != nil {
-		// A redelivery carries the same bytes: drop the event, loudly.
-		s.log.ErrorContext(ctx, "event dropped: cannot decode it", append(attrs, "err", err)...)
+		s.log.ErrorContext(ctx, "event dropped: undecodable", append(attrs, "err", err)...)
 		writeInvoke(w, http.StatusOK, inv.Logs(), nil)
 		return
 	}
-	for _, e := range events {
+	for _, e := range b.bad {
+		s.log.ErrorContext(ctx, "event dropped: undecodable",
+			append(attrs, "index", e.index, "event_id", e.id, "err", e.err)...)
+	}
+	for _, e := range b.events {
 		s.log.InfoContext(ctx, "event received", "event_id", e.ID, "event_type", e.Type,
 			"schema", e.Schema, "key_name", e.Key.Name, "key_version", e.Key.Version, "vault", e.Key.Vault)
 	}
+	if len(b.events) == 0 {
+		writeInvoke(w, http.StatusOK, inv.Logs(), nil)
+		return
+	}
 
-	results := s.cfg.Rotator.HandleEvents(ctx, events)
+	results := s.cfg.Rotator.HandleEvents(ctx, b.events)
 	status := invocationStatus(eventReports(results))
 	if status != http.StatusOK {
 		s.log.WarnContext(ctx, "invocation failed so that Event Grid redelivers", attrs...)
@@ -52,7 +63,8 @@ func (s *server) keyNewVersionCreated(w http.ResponseWriter, r *http.Request) {
 // current version.
 func (s *server) reconcile(w http.ResponseWriter, r *http.Request) {
 	ctx, inv := invocationOf(r)
-	if _, ok := s.envelope(w, r, inv); !ok {
+	attrs := []any{"function", "Reconcile"}
+	if _, ok := s.triggerEnvelope(ctx, w, r, inv, "timer tick dropped: undecodable invocation", attrs); !ok {
 		return
 	}
 	s.log.InfoContext(ctx, "reconcile started")
@@ -88,5 +100,28 @@ func (s *server) envelope(w http.ResponseWriter, r *http.Request, inv *invocatio
 		status = http.StatusRequestEntityTooLarge
 	}
 	writeInvoke(w, status, append(inv.Logs(), fmt.Sprint("invocation refused: ", err)), nil)
+	return InvokeRequest{}, false
+}
+
+// triggerEnvelope reads and decodes the envelope of a trigger invocation.
+// When that fails it logs msg as an error and answers 200 itself: the
+// host would turn any other answer into a failed invocation, and Event
+// Grid would redeliver the same bytes for a day. The body is still read
+// only up to its limit, and the connection is closed after a body that
+// goes past it.
+func (s *server) triggerEnvelope(ctx context.Context, w http.ResponseWriter, r *http.Request,
+	inv *invocation, msg string, attrs []any) (InvokeRequest, bool) {
+	data, err := readBody(w, r, maxEnvelope)
+	if err == nil {
+		var req InvokeRequest
+		if req, err = decodeInvokeRequest(data); err == nil {
+			return req, true
+		}
+	}
+	if errors.Is(err, errTooLarge) {
+		w.Header().Set("Connection", "close")
+	}
+	s.log.ErrorContext(ctx, msg, append(attrs, "err", err)...)
+	writeInvoke(w, http.StatusOK, inv.Logs(), nil)
 	return InvokeRequest{}, false
 }
