@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -19,6 +21,11 @@ import (
 // classify wraps err from operation op with the rotation sentinel that
 // says whether a retry could succeed.
 func classify(op string, err error) error {
+	if ce, ok := credentialFailure(err); ok {
+		// The identity endpoint or Entra ID refused or could not be
+		// reached; permissions and identities propagate, so retry.
+		return fmt.Errorf("%s: %w: %w", op, rotation.ErrRetryable, ce)
+	}
 	if re, ok := errors.AsType[*azcore.ResponseError](err); ok {
 		err = responseError{re}
 		switch code := re.StatusCode; {
@@ -59,6 +66,114 @@ func (e responseError) Error() string {
 }
 
 func (e responseError) Unwrap() error { return e.re }
+
+// credentialError keeps a credential's error in the chain but prints one
+// line naming the credential and what went wrong: azidentity's own text
+// spans the whole token response, dashes and indented JSON included.
+type credentialError struct {
+	msg string
+	err error
+}
+
+func (e *credentialError) Error() string { return e.msg }
+
+func (e *credentialError) Unwrap() error { return e.err }
+
+// credentialFailure returns err as a *credentialError when a credential
+// failed to get a token: azidentity's *AuthenticationFailedError, or a
+// credential reporting itself unavailable.
+func credentialFailure(err error) (*credentialError, bool) {
+	if ae, ok := errors.AsType[*azidentity.AuthenticationFailedError](err); ok {
+		name, msg := credentialText(ae.Error())
+		if resp := ae.RawResponse; resp != nil {
+			msg = fmt.Sprintf("%s refused (%d): %s", name, resp.StatusCode, tokenErrorMessage(resp))
+		} else {
+			msg = name + " failed: " + msg
+		}
+		return &credentialError{msg: "get token: " + msg, err: err}, true
+	}
+	if ue, ok := credentialUnavailable(err); ok {
+		name, msg := credentialText(ue.Error())
+		return &credentialError{msg: "get token: " + name + " unavailable: " + msg, err: err}, true
+	}
+	return nil, false
+}
+
+// credentialUnavailable finds the error azidentity returns when a
+// credential cannot try at all (no identity endpoint, no configuration).
+// Its type is unexported; it is the innermost error of the chain and
+// marks itself NonRetriable, which no other error under a token request
+// does.
+func credentialUnavailable(err error) (error, bool) {
+	for err != nil {
+		next := errors.Unwrap(err)
+		if next == nil {
+			_, marked := err.(interface{ NonRetriable() })
+			_, unavailable := err.(*azidentity.AuthenticationRequiredError)
+			return err, marked || unavailable
+		}
+		err = next
+	}
+	return nil, false
+}
+
+// credentialNames are how messages name the credentials azidentity
+// reports by type name.
+var credentialNames = map[string]string{
+	"ManagedIdentityCredential":   "managed identity",
+	"WorkloadIdentityCredential":  "workload identity",
+	"DefaultAzureCredential":      "default credential",
+	"ChainedTokenCredential":      "credential chain",
+	"ClientSecretCredential":      "client secret",
+	"ClientCertificateCredential": "client certificate",
+	"AzureCLICredential":          "Azure CLI",
+	"AzureDeveloperCLICredential": "Azure Developer CLI",
+}
+
+// credentialText splits an azidentity message, "<Type>: <message>" or
+// "<Type> authentication failed. <message>\n…", into the credential's
+// name and the rest of the first line.
+func credentialText(s string) (name, msg string) {
+	line, _, _ := strings.Cut(s, "\n")
+	typ, rest, ok := strings.Cut(line, " ")
+	typ = strings.TrimSuffix(typ, ":")
+	if !ok || !strings.HasSuffix(typ, "Credential") {
+		return "credential", strings.TrimSpace(line)
+	}
+	rest = strings.TrimPrefix(strings.TrimSpace(rest), "authentication failed.")
+	if n, ok := credentialNames[typ]; ok {
+		typ = n
+	}
+	return typ, strings.TrimSpace(rest)
+}
+
+// tokenErrorMessage returns the message of a token endpoint's error body:
+// App Service's {"message"}, Entra ID's and IMDS's {"error_description"}
+// or {"error"}, or the status text when the body says nothing readable.
+func tokenErrorMessage(resp *http.Response) string {
+	body, err := runtime.Payload(resp)
+	if err == nil {
+		var b struct {
+			Message     string          `json:"message"`
+			Description string          `json:"error_description"`
+			Error       json.RawMessage `json:"error"`
+		}
+		if json.Unmarshal(body, &b) == nil {
+			var code string
+			var nested struct {
+				Message string `json:"message"`
+			}
+			_ = json.Unmarshal(b.Error, &code)
+			_ = json.Unmarshal(b.Error, &nested)
+			for _, m := range []string{b.Message, b.Description, nested.Message, code} {
+				if m = strings.Join(strings.Fields(m), " "); m != "" {
+					return m
+				}
+			}
+		}
+	}
+	return http.StatusText(resp.StatusCode)
+}
 
 // keyDisabled reports whether Key Vault refused because the key version is
 // disabled: 403 with the inner error code KeyDisabled.
