@@ -10,10 +10,10 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -68,18 +68,8 @@ func mustKey(t testing.TB, url string) rotation.KeyRef {
 // authenticated by azidentity's managed identity credential.
 func (f *fixture) adapters(t testing.TB, transport policy.Transporter) (*azure.KeyVault, *azure.FluidRelay) {
 	t.Helper()
-	co := azcore.ClientOptions{Transport: transport}
-	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-		ID: azidentity.ClientID(f.emu.ClientID()), ClientOptions: co,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	relays, err := azure.NewFluidRelay(cred, &azure.FluidRelayOptions{Endpoint: f.emu.ARMEndpoint(), ClientOptions: co})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return azure.NewKeyVault(cred, &azure.KeyVaultOptions{ClientOptions: co}), relays
+	_, keys, relays := testenv.Adapters(t, f.emu, azcore.ClientOptions{Transport: transport})
+	return keys, relays
 }
 
 // targets maps f.key to the first servers (all when none are given).
@@ -88,12 +78,7 @@ func (f *fixture) targets(t testing.TB, ids ...string) rotation.Targets {
 	if len(ids) == 0 {
 		ids = f.ids
 	}
-	doc, _ := json.Marshal(map[string]any{"targets": []any{map[string]any{"key": f.key.String(), "servers": ids}}})
-	targets, err := rotation.ParseTargets(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return targets
+	return testenv.Targets(t, f.key.String(), ids...)
 }
 
 // rotator builds a Rotator over real sockets; edit adjusts its Config.

@@ -14,11 +14,10 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
-	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
+	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -71,8 +70,6 @@ func newInproc(t testing.TB, servers int) *inproc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	t.Setenv("IDENTITY_ENDPOINT", emu.IdentityEndpoint())
-	t.Setenv("IDENTITY_HEADER", emu.IdentityHeader())
 
 	p := &inproc{emu: emu, vault: emu.AddVault("kv"), logs: &bytes.Buffer{}}
 	if p.v1, err = p.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
@@ -85,28 +82,13 @@ func newInproc(t testing.TB, servers int) *inproc {
 		}
 		p.ids = append(p.ids, id)
 	}
-	doc, _ := json.Marshal(map[string]any{"targets": []any{
-		map[string]any{"key": p.vault.URL() + "/keys/cmk", "servers": p.ids}}})
-	targets, err := rotation.ParseTargets(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	targets := testenv.Targets(t, p.vault.URL()+"/keys/cmk", p.ids...)
 
 	p.seen = &bearerTap{next: emu.InProcessTransport().(policy.Transporter), tokens: map[string]bool{}}
-	co := azcore.ClientOptions{Transport: p.seen}
-	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-		ID: azidentity.ClientID(emu.ClientID()), ClientOptions: co,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	relays, err := azure.NewFluidRelay(cred, &azure.FluidRelayOptions{Endpoint: emu.ARMEndpoint(), ClientOptions: co})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, keys, relays := testenv.Adapters(t, emu, azcore.ClientOptions{Transport: p.seen})
+
 	log := slog.New(handler.LogHandler(slog.NewJSONHandler(p.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	rot, err := rotation.New(rotation.Config{Keys: azure.NewKeyVault(cred, &azure.KeyVaultOptions{ClientOptions: co}),
-		Servers: relays, Targets: targets, Logger: log})
+	rot, err := rotation.New(rotation.Config{Keys: keys, Servers: relays, Targets: targets, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,12 +15,11 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
-	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
 	"github.com/cmkrotator/cmkrotator/internal/fakehost"
+	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -49,8 +48,6 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	t.Setenv("IDENTITY_ENDPOINT", emu.IdentityEndpoint())
-	t.Setenv("IDENTITY_HEADER", emu.IdentityHeader())
 
 	f := &fixture{emu: emu, vault: emu.AddVault("kv")}
 	if f.v1, err = f.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
@@ -65,30 +62,17 @@ func setup(t *testing.T) *fixture {
 	}
 	f.follow = f.putServer(t, "relay-follow", f.key.String())
 
-	targets, err := rotation.ParseTargets(mustJSON(t, map[string]any{"targets": []any{
-		map[string]any{"key": f.key.String(), "servers": append(append([]string{}, f.ids...), f.follow)},
-	}}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	targets := testenv.Targets(t, f.key.String(), append(append([]string{}, f.ids...), f.follow)...)
 
 	// No SDK retries: a fault must reach the rotator at once, not after
 	// azcore's backoff.
 	co := azcore.ClientOptions{Transport: emu.HTTPClient(), Retry: policy.RetryOptions{MaxRetries: -1}}
-	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-		ID: azidentity.ClientID(emu.ClientID()), ClientOptions: co,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	servers, err := azure.NewFluidRelay(cred, &azure.FluidRelayOptions{Endpoint: emu.ARMEndpoint(), ClientOptions: co})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, keys, servers := testenv.Adapters(t, emu, co)
+
 	f.logs = &syncBuffer{}
 	log := slog.New(handler.LogHandler(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	rot, err := rotation.New(rotation.Config{
-		Keys:    azure.NewKeyVault(cred, &azure.KeyVaultOptions{ClientOptions: co}),
+		Keys:    keys,
 		Servers: servers,
 		Targets: targets,
 		Logger:  log,

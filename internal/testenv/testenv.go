@@ -1,0 +1,56 @@
+// Package testenv builds, for tests, what function builds for the
+// product: the managed identity credential and the Azure adapters, here
+// pointed at an emulator, and a subscription map.
+//
+// It is imported by tests only. Helpers fail the test on error.
+package testenv
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/cmkrotator/cmkrotator/azure"
+	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/rotation"
+)
+
+// Adapters returns azidentity's managed identity credential for emu's
+// user-assigned identity and the Key Vault and Fluid Relay adapters,
+// all with client options co (set co.Transport to reach emu). It points
+// the managed identity environment (IDENTITY_ENDPOINT, IDENTITY_HEADER)
+// at emu for the rest of the test, so tests that call it must not run in
+// parallel.
+func Adapters(t testing.TB, emu *emulator.Emulator, co azcore.ClientOptions) (azcore.TokenCredential, *azure.KeyVault, *azure.FluidRelay) {
+	t.Helper()
+	t.Setenv("IDENTITY_ENDPOINT", emu.IdentityEndpoint())
+	t.Setenv("IDENTITY_HEADER", emu.IdentityHeader())
+
+	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
+		ID: azidentity.ClientID(emu.ClientID()), ClientOptions: co,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	relays, err := azure.NewFluidRelay(cred, &azure.FluidRelayOptions{Endpoint: emu.ARMEndpoint(), ClientOptions: co})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cred, azure.NewKeyVault(cred, &azure.KeyVaultOptions{ClientOptions: co}), relays
+}
+
+// Targets returns a subscription map of one key URL and its servers.
+func Targets(t testing.TB, key string, servers ...string) rotation.Targets {
+	t.Helper()
+	doc, err := json.Marshal(map[string]any{"targets": []any{map[string]any{"key": key, "servers": servers}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	targets, err := rotation.ParseTargets(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return targets
+}
