@@ -56,13 +56,14 @@ func rotateCommand(ctx context.Context, args []string, e env) error {
 	dryRun := fs.Bool("dry-run", false, "decide and report, write nothing")
 	allowOlder := fs.Bool("allow-older", false, "allow moving a server to an older version")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() != 1 {
-		return usageError("rotate takes one key URL, got %d arguments", fs.NArg())
+	if len(pos) != 1 {
+		return usageError("rotate takes one key URL, got %d arguments", len(pos))
 	}
-	ref, err := rotation.ParseKeyURL(fs.Arg(0))
+	ref, err := rotation.ParseKeyURL(pos[0])
 	if err != nil {
 		return usageError("%v", err)
 	}
@@ -95,24 +96,26 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	var ro recoverFlags
 	ro.register(fs)
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
 	}
 	if ro.deadLetter != "" {
-		if fs.NArg() > 0 {
-			return usageError("replay --dead-letter takes no file, got %d arguments", fs.NArg())
+		if len(pos) > 0 {
+			return usageError("replay --dead-letter takes no file, got %d arguments", len(pos))
 		}
 		return deadLetterCommand(ctx, ro, *asJSON, e)
 	}
-	if fs.NArg() > 1 {
-		return usageError("replay takes at most one file, got %d arguments", fs.NArg())
+	if len(pos) > 1 {
+		return usageError("replay takes at most one file, got %d arguments", len(pos))
 	}
 	if ro.since != "" || ro.again {
 		return usageError("--since and --again apply to --dead-letter only")
 	}
 
 	in, name := e.stdin, "standard input"
-	if p := fs.Arg(0); p != "" && p != "-" {
+	if len(pos) == 1 && pos[0] != "-" {
+		p := pos[0]
 		f, err := os.Open(p)
 		if err != nil {
 			return usageError("open events: %v", err)
@@ -164,10 +167,15 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 func statusCommand(ctx context.Context, args []string, e env) error {
 	fs := newFlags("status", "usage: cmkrotator status [--json]\n\n"+
 		"Shows, per subscribed key, its current version, each server's version and\n"+
-		"state, and which older versions no server uses (safe to disable).", e)
-	asJSON := fs.Bool("json", false, "print JSON (as GET /api/status answers)")
-	if err := parseFlags(fs, args); err != nil {
+		"state, and which older versions no server uses (safe to disable). Prints a\n"+
+		"table; --json prints JSON instead (what GET /api/status answers), for scripts.", e)
+	asJSON := fs.Bool("json", false, "print JSON (as GET /api/status answers) instead of a table")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usageError("status takes no arguments, got %d", len(pos))
 	}
 	a, _, err := cliApp(e)
 	if err != nil {
@@ -251,26 +259,103 @@ func short(v string) string {
 	return v
 }
 
-func printReport(w io.Writer, rep rotation.Report) {
-	fmt.Fprintf(w, "key %s", rep.Key)
-	if rep.TargetVersion != "" {
-		fmt.Fprintf(w, " -> version %s", rep.TargetVersion)
+// plural is n and noun, with an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
 	}
-	if rep.DryRun {
-		fmt.Fprint(w, " (dry run)")
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// errorCells keeps every error in a table cell or line to one line: the
+// first line of the error, trimmed, without the server ID its row already
+// names; a server's error that an earlier row showed is named by that
+// row. When it cut an error short, a note says where to read it whole.
+type errorCells struct {
+	cut  bool
+	seen map[string]string // server error → the row that showed it
+}
+
+func (c *errorCells) cell(msg, serverID string) string {
+	first, rest, _ := strings.Cut(strings.TrimSpace(msg), "\n")
+	if strings.TrimSpace(rest) != "" {
+		c.cut = true
+	}
+	if serverID == "" {
+		return strings.TrimSpace(first)
+	}
+	first = strings.TrimSpace(strings.ReplaceAll(first, " "+serverID, ""))
+	if first == "" {
+		return first
+	}
+	if row, ok := c.seen[first]; ok {
+		return "same error as " + row
+	}
+	if c.seen == nil {
+		c.seen = map[string]string{}
+	}
+	c.seen[first] = shortID(serverID)
+	return first
+}
+
+// note tells, once, that errors were cut and how to see them whole.
+func (c *errorCells) note(w io.Writer, command string) {
+	if c.cut {
+		fmt.Fprintf(w, "\n(errors cut to their first line; %s --json prints them whole)\n", command)
+	}
+}
+
+func printReport(w io.Writer, rep rotation.Report) {
+	var errs errorCells
+	printReportCells(w, rep, &errs)
+	errs.note(w, "the command with")
+}
+
+// printReportCells writes one report; a dry run shows each server's
+// version as it is and, apart, the version it would move to.
+func printReportCells(w io.Writer, rep rotation.Report, errs *errorCells) {
+	fmt.Fprintf(w, "key %s", rep.Key)
+	switch {
+	case rep.TargetVersion != "" && rep.DryRun:
+		fmt.Fprintf(w, " -> version %s (dry run: nothing changed)", rep.TargetVersion)
+	case rep.TargetVersion != "":
+		fmt.Fprintf(w, " -> version %s", rep.TargetVersion)
+	case rep.DryRun:
+		fmt.Fprint(w, " (dry run: nothing changed)")
 	}
 	fmt.Fprintln(w)
 	if rep.Error != "" {
-		fmt.Fprintf(w, "  error: %s (retryable: %t)\n", rep.Error, rep.Retryable)
+		fmt.Fprintf(w, "  error: %s (retryable: %t)\n", errs.cell(rep.Error, ""), rep.Retryable)
+	}
+	if len(rep.Servers) == 0 {
+		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  SERVER\tOUTCOME\tFROM\tNOW\tREASON")
+	if rep.DryRun {
+		fmt.Fprintln(tw, "  SERVER\tOUTCOME\tVERSION\tWOULD MOVE TO\tREASON")
+	} else {
+		fmt.Fprintln(tw, "  SERVER\tOUTCOME\tFROM\tNOW\tREASON")
+	}
 	for _, s := range rep.Servers {
-		outcome := string(s.Outcome)
+		outcome, reason := string(s.Outcome), s.Reason
 		if s.Outcome == rotation.Failed && s.Retryable {
 			outcome += " (retryable)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", shortID(s.ID), outcome, short(s.PreviousVersion), short(s.Version), s.Reason)
+		if s.Outcome == rotation.Failed {
+			reason = errs.cell(reason, s.ID)
+		}
+		if !rep.DryRun {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", shortID(s.ID), outcome, short(s.PreviousVersion), short(s.Version), reason)
+			continue
+		}
+		would := "-"
+		if s.WouldPatch {
+			outcome, would = "would move", short(s.Version)
+			if reason = strings.TrimPrefix(reason, "dry run: would "); strings.HasPrefix(reason, "rotate from ") {
+				reason = "" // the version columns say it
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", shortID(s.ID), outcome, short(s.PreviousVersion), would, reason)
 	}
 	tw.Flush()
 }
@@ -298,13 +383,16 @@ func printEvents(w io.Writer, results []rotation.EventResult) {
 		}
 	}
 	tw.Flush()
+	var errs errorCells
 	for _, rep := range reports {
 		fmt.Fprintln(w)
-		printReport(w, *rep)
+		printReportCells(w, *rep, &errs)
 	}
+	errs.note(w, "the command with")
 }
 
 func printStatus(w io.Writer, st handler.StatusResponse) {
+	var errs errorCells
 	if c := st.Credential; c != nil && !c.OK {
 		fmt.Fprintf(w, "credential refused: %s\n\n", c.Error)
 	}
@@ -314,16 +402,17 @@ func printStatus(w io.Writer, st handler.StatusResponse) {
 		}
 		fmt.Fprintf(w, "key %s  current %s\n", k.Key, short(k.CurrentVersion))
 		if k.Error != "" {
-			fmt.Fprintf(w, "  error: %s\n", k.Error)
+			fmt.Fprintf(w, "  error: %s\n", errs.cell(k.Error, ""))
 		}
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "  SERVER\tVERSION\tSTATE\tERROR")
 		for _, s := range k.Servers {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", shortID(s.ID), short(s.Version), s.State, s.Error)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", shortID(s.ID), short(s.Version), s.State, errs.cell(s.Error, s.ID))
 		}
 		tw.Flush()
 		if len(k.SafeToDisable) > 0 {
 			fmt.Fprintf(w, "  safe to disable: %s\n", strings.Join(k.SafeToDisable, ", "))
 		}
 	}
+	errs.note(w, "cmkrotator status")
 }

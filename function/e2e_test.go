@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -385,6 +386,30 @@ func TestCommands(t *testing.T) {
 		}
 	})
 
+	t.Run("rotate dry run table", func(t *testing.T) {
+		// Flags after the key URL count as flags.
+		code, out, errOut := runCmd(t, "", "rotate", w.key, "--dry-run")
+		if code != 0 {
+			t.Fatalf("got exit %d\n%s%s\nwant 0", code, out, errOut)
+		}
+		for _, want := range []string{"(dry run: nothing changed)", "VERSION", "WOULD MOVE TO"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("got\n%s\nwant %q", out, want)
+			}
+		}
+		row := regexp.MustCompile(`relay-1\s+would move\s+` + w.v1.Version[:12] + `\s+` + w.v2.Version[:12] + `\s`)
+		if !row.MatchString(out) || strings.Contains(out, "NOW") {
+			t.Errorf("got\n%s\nwant relay-1 shown on %s, would move to %s, and no NOW column", out, w.v1.Version[:12], w.v2.Version[:12])
+		}
+	})
+
+	t.Run("rotate missing version", func(t *testing.T) {
+		code, out, errOut := runCmd(t, "", "rotate", w.key+"/0123456789abcdef0123456789abcdef")
+		if code != 1 || !strings.Contains(out, "error:") || strings.Contains(out, "SERVER") {
+			t.Errorf("got exit %d\n%s%s\nwant 1, the error and no server table", code, out, errOut)
+		}
+	})
+
 	t.Run("replay from stdin", func(t *testing.T) {
 		blob, _ := json.Marshal([]any{w.emu.KeyEvent(emulator.KeyNewVersionCreated, w.v2, "kv")})
 		code, out, errOut := runCmd(t, string(blob), "replay", "-")
@@ -416,4 +441,37 @@ func TestCommands(t *testing.T) {
 			t.Errorf("got exit %d\n%s%s\nwant 1 and the failed server", code, out, errOut)
 		}
 	})
+}
+
+// TestStatusRefusedCredential: with the identity refused, status names
+// the refusal once and keeps every table row on one line.
+func TestStatusRefusedCredential(t *testing.T) {
+	w := seed(t)
+	code, out, errOut := runBinary(t, append(w.env(t, ""), "LOG_FORMAT=json"), "status")
+	if code != 3 {
+		t.Fatalf("got exit %d\n%s%s\nwant 3", code, out, errOut)
+	}
+	if got := strings.Count(out, "credential refused"); got != 1 {
+		t.Errorf("got %d lines naming the refused credential, want 1:\n%s", got, out)
+	}
+	rows := 0
+	for l := range strings.Lines(out) {
+		if strings.HasPrefix(l, "  rg-cmk/") {
+			rows++
+			if !strings.Contains(l, "unreachable") {
+				t.Errorf("got row %q, want the server's state on its own line", l)
+			}
+			if strings.Contains(l, w.ids[0]) {
+				t.Errorf("got row %q, want the error without the server ID the row names", l)
+			}
+		}
+	}
+	if got := strings.Count(out, "same error as rg-cmk/relay-1"); got != len(w.ids)-1 {
+		t.Errorf("got %d rows naming relay-1's error, want %d (each distinct error once):\n%s", got, len(w.ids)-1, out)
+	}
+	// Every line is the credential line, a key line, a table row, blank or a note.
+	lines := strings.Count(out, "\n")
+	if rows != len(w.ids) || lines > rows+8 {
+		t.Errorf("got %d rows in %d lines, want %d rows and a few lines more:\n%s", rows, lines, len(w.ids), out)
+	}
 }

@@ -86,8 +86,15 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	once := fs.Bool("once", false, "exit after the report: 0 only if every server ended as expected")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	port := fs.Int("port", 0, "handler port; zero: a free one")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
+	}
+	switch {
+	case len(pos) > 0:
+		return usageError("local takes no arguments, got %d", len(pos))
+	case *port < 0 || *port > 65535:
+		return usageError("local: --port: want 0 to 65535, got %d", *port)
 	}
 	s, err := loadSettings(e.getenv, false, false)
 	if err != nil {
@@ -104,7 +111,12 @@ func localCommand(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("start emulator: %w", err)
 	}
 	defer em.Close()
-	w, err := seedLocal(em, log)
+	dir, err := os.MkdirTemp("", "cmkrotator-local-")
+	if err != nil {
+		return fmt.Errorf("create work folder: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	w, err := seedLocal(em, dir, log)
 	if err != nil {
 		return err
 	}
@@ -177,12 +189,18 @@ type localWorld struct {
 	key     rotation.KeyRef // versionless
 	servers []string        // ARM IDs, in localServers order
 	targets rotation.Targets
-	dir     string // files for the curl lines
+	retired string // versioned URL of a disabled version of the key
+	dir     string // files for the curl lines; removed on exit
 }
 
-func seedLocal(em *emulator.Emulator, log *slog.Logger) (*localWorld, error) {
+// seedLocal seeds the emulator and writes the subscription map into dir.
+func seedLocal(em *emulator.Emulator, dir string, log *slog.Logger) (*localWorld, error) {
 	v := em.AddVault(localVault)
-	old, err := v.CreateKey(localKey, emulator.KeyOptions{})
+	retired, err := v.CreateKey(localKey, emulator.KeyOptions{Disabled: true})
+	if err != nil {
+		return nil, fmt.Errorf("seed key %s: %w", localKey, err)
+	}
+	old, err := v.RotateKey(localKey)
 	if err != nil {
 		return nil, fmt.Errorf("seed key %s: %w", localKey, err)
 	}
@@ -202,9 +220,10 @@ func seedLocal(em *emulator.Emulator, log *slog.Logger) (*localWorld, error) {
 		return nil, err
 	}
 	log.Info("vault seeded", "vault", v.URL(), "key_name", localKey, "versions", old.Version+","+cur.Version,
+		"disabled_version", retired.Version,
 		"other_keys", localOtherKey+","+localECKey+" (EC)")
 
-	w := &localWorld{vault: v, key: key}
+	w := &localWorld{vault: v, key: key, retired: retired.KID, dir: dir}
 	for _, ls := range localServers {
 		url := map[string]string{
 			"old":         old.KID,
@@ -223,10 +242,6 @@ func seedLocal(em *emulator.Emulator, log *slog.Logger) (*localWorld, error) {
 	m, _ := json.Marshal(map[string]any{"targets": []map[string]any{{"key": key.String(), "servers": w.servers}}})
 	if w.targets, err = rotation.ParseTargets(m); err != nil {
 		return nil, fmt.Errorf("build subscription map: %w", err)
-	}
-	w.dir, err = os.MkdirTemp("", "cmkrotator-local-")
-	if err != nil {
-		return nil, fmt.Errorf("create work folder: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(w.dir, "targets.json"), m, 0o600); err != nil {
 		return nil, fmt.Errorf("write subscription map: %w", err)
@@ -363,23 +378,31 @@ func (w *localWorld) printTryLines(out io.Writer, em *emulator.Emulator, base st
 The handler keeps serving at %[1]s (the routes the Functions host forwards).
 Try, in another terminal:
 
+  # status of every subscribed key and server
   curl -s %[1]s/api/status
+  # a dry run, then the rotation itself (every server is current: nothing moves)
   curl -s -X POST %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[2]s","dryRun":true}'
   curl -s -X POST %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[2]s"}'
+  # a disabled version cannot protect a server: 422
+  curl -s -X POST %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[12]s"}'
+  # a key not in the subscription map is refused: 404
   curl -s -X POST %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[3]s"}'
+  # the event just delivered, replayed (a no-op now)
   curl -s -X POST %[1]s/api/replay -H 'Content-Type: application/json' --data-binary @%[4]s
 
-Or the command line against the same emulator:
+Or the command line against the same emulator, from the repository root
+(go build -o cmkrotator ./function gives a binary that takes the same arguments):
 
   export IDENTITY_ENDPOINT=%[5]s IDENTITY_HEADER=%[6]s AZURE_CLIENT_ID=%[7]s \
     SSL_CERT_FILE=%[8]s ROTATION_ARM_ENDPOINT=%[9]s ROTATION_TARGETS_FILE=%[10]s
-  cmkrotator status
-  cmkrotator replay %[4]s
+  go run ./function status
+  go run ./function rotate --dry-run %[2]s
+  go run ./function replay %[4]s
 
-Emulator control surface: %[11]s
-Stop with Ctrl-C.
+Emulator control surface: %[11]s (GET %[11]s/ lists its routes)
+%[13]s is removed on exit. Stop with Ctrl-C.
 `, base, w.key.String(), ec, filepath.Join(w.dir, "event.json"),
 		em.IdentityEndpoint(), em.IdentityHeader(), em.ClientID(), em.CertFile(), em.ARMEndpoint(),
-		filepath.Join(w.dir, "targets.json"), em.ControlURL())
+		filepath.Join(w.dir, "targets.json"), em.ControlURL(), w.retired, w.dir)
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,6 +19,9 @@ func TestLocalOnce(t *testing.T) {
 	// the process environment; restore it afterwards.
 	t.Setenv("IDENTITY_ENDPOINT", "")
 	t.Setenv("IDENTITY_HEADER", "")
+	// Its work folder goes under TMPDIR and must be gone afterwards.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
 
 	for _, asJSON := range []bool{true, false} {
 		args := []string{"local", "--once"}
@@ -35,6 +39,9 @@ func TestLocalOnce(t *testing.T) {
 				if !strings.Contains(stderr.String(), step) {
 					t.Errorf("got logs without %q, want every step logged:\n%s", step, stderr.String())
 				}
+			}
+			if left, _ := filepath.Glob(filepath.Join(tmp, "cmkrotator-local-*")); len(left) > 0 {
+				t.Errorf("got %v left behind, want the work folder removed", left)
 			}
 			if !asJSON {
 				if !strings.Contains(stdout.String(), "Every subscribed server ended as expected") {
@@ -95,6 +102,54 @@ func TestUsage(t *testing.T) {
 			}
 			if tt.wantCode == exitUsage && stderr.Len() == 0 {
 				t.Error("got nothing on stderr, want the reason")
+			}
+		})
+	}
+}
+
+// TestHelp: --help and -h show the command overview; a command's --help
+// shows its own usage.
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		args       []string
+		want       string // in stdout or stderr
+		notWant    string
+		wantStdout bool
+	}{
+		{[]string{"help"}, "cmkrotator rotate [flags] KEY_URL", "", true},
+		{[]string{"--help"}, "cmkrotator rotate [flags] KEY_URL", "", true},
+		{[]string{"-h"}, "cmkrotator rotate [flags] KEY_URL", "", true},
+		{[]string{"serve", "--help"}, "usage: cmkrotator [serve]", "cmkrotator rotate [flags] KEY_URL", false},
+		{[]string{"status", "-h"}, "--json prints JSON instead", "", false},
+		{[]string{"pull", "--help"}, "nothing consumed", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tt.args, env{func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr})
+			out := stderr.String()
+			if tt.wantStdout {
+				out = stdout.String()
+			}
+			if code != exitOK || !strings.Contains(out, tt.want) || (tt.notWant != "" && strings.Contains(out, tt.notWant)) {
+				t.Errorf("got exit %d\nstdout:\n%s\nstderr:\n%s\nwant 0 and %q", code, stdout.String(), stderr.String(), tt.want)
+			}
+		})
+	}
+}
+
+// TestLocalUsage: bad local arguments exit 2 before anything is seeded.
+func TestLocalUsage(t *testing.T) {
+	for _, args := range [][]string{
+		{"local", "--port", "99999"},
+		{"local", "--port", "-1"},
+		{"local", "--once", "extra"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), args, env{func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr})
+			if code != exitUsage || !strings.Contains(stderr.String(), "cmkrotator: local") || strings.Contains(stderr.String(), "seeded") {
+				t.Errorf("got exit %d\n%s%s\nwant 2, the reason, and nothing seeded", code, stdout.String(), stderr.String())
 			}
 		})
 	}

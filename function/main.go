@@ -36,15 +36,17 @@ Usage:
   cmkrotator replay --republish ENDPOINT  send saved events to an Event Grid custom topic
   cmkrotator pull [flags]                 receive events from an Event Grid namespace
   cmkrotator reconcile [flags]            every server to its key's current version
-  cmkrotator status [--json]              keys, servers, versions safe to disable
+  cmkrotator status [--json]              keys, servers, versions safe to disable (a table; JSON with --json)
   cmkrotator local [flags]                run everything against a local emulator
 
 Run "cmkrotator COMMAND --help" for a command's flags. Settings come from
-the environment (see README.md, Settings).
+the environment (see README.md, Settings). Commands log to stderr, as text
+unless LOG_FORMAT=json; serve logs JSON to stdout (errors to stderr) unless
+stderr is a terminal or LOG_FORMAT says otherwise.
 
 Exit codes:
   0  done: every server rotated, current or skipped
-  1  some work failed for good, or the command could not run
+  1  some work failed for good (reconcile: or drift was left), or the command could not run
   2  bad command line or settings; nothing was done
   3  something failed that running again later could fix
 `
@@ -67,7 +69,10 @@ func main() {
 // SIGTERM or interrupt.
 func run(ctx context.Context, args []string, e env) int {
 	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	switch {
+	case len(args) > 0 && isHelpFlag(args[0]):
+		cmd = "help"
+	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
 		cmd, args = args[0], args[1:]
 	}
 	var err error
@@ -146,13 +151,29 @@ func newFlags(name, use string, e env) *flag.FlagSet {
 	return fs
 }
 
-// parseFlags parses args, mapping a bad flag to exitUsage.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+func isHelpFlag(a string) bool {
+	return a == "-h" || a == "--help" || a == "-help"
+}
+
+// parseFlags parses args, flags and positional arguments in any order,
+// and returns the positional ones; after "--" every argument is
+// positional. A bad flag maps to exitUsage.
+func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, &exitError{code: exitUsage, err: errQuiet}
 		}
-		return &exitError{code: exitUsage, err: errQuiet}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
-	return nil
 }

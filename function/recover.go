@@ -273,6 +273,8 @@ func pullCommand(ctx context.Context, args []string, e env) error {
 		"rotates for them: events that ended final are acknowledged, those a later\n"+
 		"attempt could finish are released with a delay, undecodable ones are\n"+
 		"rejected (dead-lettered). Runs until interrupted; --once drains and exits.\n"+
+		"--dry-run receives what is waiting once, decides and reports, and releases\n"+
+		"every event at once without delay: nothing is PATCHed and nothing consumed.\n"+
 		"Authenticates with $EVENTGRID_KEY when set, else the Azure credential.", e)
 	endpoint := fs.String("endpoint", e.getenv("EVENTGRID_NAMESPACE_ENDPOINT"),
 		"namespace endpoint, https://{namespace}.{region}-1.eventgrid.azure.net (default $EVENTGRID_NAMESPACE_ENDPOINT)")
@@ -282,14 +284,15 @@ func pullCommand(ctx context.Context, args []string, e env) error {
 	maxEvents := fs.Int("max-events", 20, "events per receive, 1-100")
 	maxWait := fs.Duration("max-wait", time.Minute, "how long one receive waits for events, 10s-2m")
 	renew := fs.Duration("renew-every", 20*time.Second, "renew locks this often while events are worked on (under the lock duration)")
-	dryRun := fs.Bool("dry-run", false, "decide and report, PATCH nothing (events are still settled)")
+	dryRun := fs.Bool("dry-run", false, "receive what is waiting once, decide and report, PATCH nothing, and release every event without delay (nothing consumed)")
 	asJSON := fs.Bool("json", false, "print the summary as JSON")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
 	}
 	switch {
-	case fs.NArg() > 0:
-		return usageError("pull takes no arguments, got %d", fs.NArg())
+	case len(pos) > 0:
+		return usageError("pull takes no arguments, got %d", len(pos))
 	case !strings.HasPrefix(*endpoint, "https://"):
 		return usageError("pull: want --endpoint https://…, got %q", *endpoint)
 	case *topic == "" || *sub == "":
@@ -316,6 +319,27 @@ func pullCommand(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("create Event Grid receiver: %w", err)
 	}
 
+	if *dryRun {
+		log.Info("pulling once, dry run", "endpoint", *endpoint, "topic", *topic, "subscription", *sub)
+		res, err := pullDryRun(ctx, r, a.rotator, *maxEvents, *maxWait, log)
+		if *asJSON {
+			writeJSONTo(e.stdout, res)
+		} else {
+			printDryPull(e.stdout, res)
+		}
+		switch {
+		case err != nil && errors.Is(err, rotation.ErrRetryable):
+			return &exitError{code: exitRetryable, err: err}
+		case err != nil:
+			return err
+		case res.Undecodable > 0:
+			if rerr := reportsExit(eventReports(res.Results)); rerr != nil {
+				return rerr
+			}
+			return &exitError{code: exitFailed, err: errQuiet}
+		}
+		return reportsExit(eventReports(res.Results))
+	}
 	log.Info("pulling", "endpoint", *endpoint, "topic", *topic, "subscription", *sub, "once", *once)
 	sum, err := azure.Pull(ctx, r, a.rotator, azure.PullOptions{MaxEvents: *maxEvents, MaxWait: *maxWait,
 		RenewEvery: *renew, Once: *once, Logger: log})
@@ -347,11 +371,12 @@ func reconcileCommand(ctx context.Context, args []string, e env) error {
 		"not fix.", e)
 	dryRun := fs.Bool("dry-run", false, "decide and report, write nothing")
 	asJSON := fs.Bool("json", false, "print the reports as JSON")
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageError("reconcile takes no arguments, got %d", fs.NArg())
+	if len(pos) > 0 {
+		return usageError("reconcile takes no arguments, got %d", len(pos))
 	}
 	a, _, err := cliAppWith(e, *dryRun)
 	if err != nil {
@@ -363,7 +388,20 @@ func reconcileCommand(ctx context.Context, args []string, e env) error {
 	} else {
 		printReconcile(e.stdout, reps)
 	}
-	return reportsExit(reps)
+	return reconcileExit(reps)
+}
+
+// reconcileExit: anything a later run could fix exits 3; else drift
+// left unfixed (a failed server, a server on another key, a key error)
+// exits 1.
+func reconcileExit(reps []rotation.Report) error {
+	if err := reportsExit(reps); err != nil {
+		return err
+	}
+	if len(drift(reps)) > 0 {
+		return &exitError{code: exitFailed, err: errQuiet}
+	}
+	return nil
 }
 
 // ReconcileResult is what cmkrotator reconcile --json prints.
@@ -405,12 +443,14 @@ func drift(reps []rotation.Report) []Drift {
 }
 
 func printReconcile(w io.Writer, reps []rotation.Report) {
-	moved, current := 0, 0
+	var errs errorCells
+	moved, current, dryRun := 0, 0, false
 	for i, rep := range reps {
 		if i > 0 {
 			fmt.Fprintln(w)
 		}
-		printReport(w, rep)
+		printReportCells(w, rep, &errs)
+		dryRun = dryRun || rep.DryRun
 		for _, s := range rep.Servers {
 			switch {
 			case s.Outcome == rotation.Rotated, s.WouldPatch:
@@ -420,11 +460,22 @@ func printReconcile(w io.Writer, reps []rotation.Report) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "\nreconcile: %d keys, %d servers moved to the current version, %d already current\n",
-		len(reps), moved, current)
+	if dryRun {
+		fmt.Fprintf(w, "\nreconcile (dry run, nothing changed): %s, %s would move to the current version, %d already current\n",
+			plural(len(reps), "key"), plural(moved, "server"), current)
+	} else {
+		fmt.Fprintf(w, "\nreconcile: %s, %s moved to the current version, %d already current\n",
+			plural(len(reps), "key"), plural(moved, "server"), current)
+	}
 	d := drift(reps)
-	if len(d) == 0 {
+	switch {
+	case len(d) == 0 && dryRun:
+		fmt.Fprintln(w, "no drift that a real run would leave")
+		errs.note(w, "cmkrotator reconcile")
+		return
+	case len(d) == 0:
 		fmt.Fprintln(w, "no drift left")
+		errs.note(w, "cmkrotator reconcile")
 		return
 	}
 	fmt.Fprintf(w, "drift not fixed (%d):\n", len(d))
@@ -437,6 +488,7 @@ func printReconcile(w io.Writer, reps []rotation.Report) {
 		if x.Retryable {
 			retry = " (a later run may fix it)"
 		}
-		fmt.Fprintf(w, "  %s: %s%s\n", who, x.Reason, retry)
+		fmt.Fprintf(w, "  %s: %s%s\n", who, errs.cell(x.Reason, x.Server), retry)
 	}
+	errs.note(w, "cmkrotator reconcile")
 }

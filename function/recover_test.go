@@ -134,8 +134,17 @@ func TestReconcileCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	code, out, errOut := runBinary(t, env, "reconcile")
-	if code != 0 || !strings.Contains(out, "1 servers moved to the current version, 2 already current") ||
+	code, out, errOut := runBinary(t, env, "reconcile", "--dry-run")
+	if code != 0 || !strings.Contains(out, "1 key, 1 server would move to the current version, 2 already current") ||
+		strings.Contains(out, " moved") {
+		t.Errorf("dry run: got exit %d\n%s%s\nwant 0 and the reverted server that would move", code, out, errOut)
+	}
+	if got, _ := w.emu.ServerKeyURL(w.ids[1]); got != w.v1.KID {
+		t.Errorf("dry run moved a server to %s", got)
+	}
+
+	code, out, errOut = runBinary(t, env, "reconcile")
+	if code != 0 || !strings.Contains(out, "1 key, 1 server moved to the current version, 2 already current") ||
 		!strings.Contains(out, "no drift left") {
 		t.Errorf("got exit %d\n%s%s\nwant 0, the reverted server moved", code, out, errOut)
 	}
@@ -236,6 +245,8 @@ func TestRecoveryUsage(t *testing.T) {
 		{"replay", "--dead-letter", "not a url"},
 		{"replay", "--republish", "http://topic", "-"},
 		{"reconcile", "extra"},
+		{"status", "extra"},
+		{"status", "--json", "extra"},
 	}
 	for _, args := range tests {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -244,5 +255,95 @@ func TestRecoveryUsage(t *testing.T) {
 				t.Errorf("got exit %d\n%s%s\nwant 2 and the reason", code, out, errOut)
 			}
 		})
+	}
+}
+
+// TestReconcileDrift: a mapped server on another key is drift reconcile
+// cannot fix, so it exits 1 and names it.
+func TestReconcileDrift(t *testing.T) {
+	w := seed(t)
+	other, err := w.vault.CreateKey("other", emulator.KeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.emu.SetServerKeyURL(w.ids[2], other.KID); err != nil {
+		t.Fatal(err)
+	}
+	env := append(w.env(t, w.emu.ClientID()), "LOG_FORMAT=json")
+	for _, args := range [][]string{{"reconcile"}, {"reconcile", "--dry-run"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			code, out, errOut := runBinary(t, env, args...)
+			if code != 1 || !strings.Contains(out, "drift not fixed (1)") || !strings.Contains(out, "relay-3: mismatch") {
+				t.Errorf("got exit %d\n%s%s\nwant 1 and relay-3 named as drift", code, out, errOut)
+			}
+		})
+	}
+	if got, _ := w.emu.ServerKeyURL(w.ids[2]); got != other.KID {
+		t.Errorf("reconcile moved the server on another key to %s", got)
+	}
+}
+
+// TestPullDryRun: pull --dry-run decides for what is waiting and
+// releases every event at once, so nothing is consumed or moved.
+func TestPullDryRun(t *testing.T) {
+	w := seed(t)
+	eg, err := eventgrid.Start(eventgrid.Options{InProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eg.Close() })
+	topic := eg.AddNamespaceTopic("keys")
+	sub := topic.AddSubscription("rotator", eventgrid.SubscriptionOptions{})
+	ts := httptest.NewTLSServer(eg.Handler())
+	t.Cleanup(ts.Close)
+	pemData, err := os.ReadFile(w.emu.CertFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemData = append(pemData, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})...)
+	certs := filepath.Join(t.TempDir(), "certs.pem")
+	if err := os.WriteFile(certs, pemData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ev, _ := json.Marshal(w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v2, "kv"))
+	if err := topic.Publish(ev); err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range w.env(t, w.emu.ClientID()) {
+		if !strings.HasPrefix(kv, "SSL_CERT_FILE=") {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "SSL_CERT_FILE="+certs, "LOG_FORMAT=json", "EVENTGRID_KEY="+eventgrid.DefaultKey,
+		"EVENTGRID_NAMESPACE_ENDPOINT="+ts.URL, "EVENTGRID_TOPIC=keys", "EVENTGRID_SUBSCRIPTION=rotator")
+
+	t.Run("text", func(t *testing.T) {
+		code, out, errOut := runBinary(t, env, "pull", "--dry-run")
+		if code != 0 || !strings.Contains(out, "released all 1 at once without delay (nothing consumed)") ||
+			!strings.Contains(out, "would move") {
+			t.Errorf("got exit %d\n%s%s\nwant 0, the servers that would move and the event released", code, out, errOut)
+		}
+	})
+	t.Run("json", func(t *testing.T) {
+		code, out, errOut := runBinary(t, env, "pull", "--json", "--dry-run")
+		var res struct {
+			DryRun             bool
+			Received, Released int
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 {
+			t.Fatalf("got exit %d, %v\n%s%s", code, err, out, errOut)
+		}
+		if !res.DryRun || res.Received != 1 || res.Released != 1 {
+			t.Errorf("got %+v, want a dry run that received and released the event", res)
+		}
+	})
+
+	if got, _ := w.emu.ServerKeyURL(w.ids[0]); got != w.v1.KID {
+		t.Errorf("dry run moved a server to %s", got)
+	}
+	evs := sub.Events()
+	if len(evs) != 1 || evs[0].State != eventgrid.StateAvailable || evs[0].DeliveryCount != 2 {
+		t.Errorf("got %+v, want the event available again at once, received twice", evs)
 	}
 }

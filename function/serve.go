@@ -24,8 +24,12 @@ func serveCommand(ctx context.Context, args []string, e env) error {
 	fs := newFlags("serve", "usage: cmkrotator [serve]\n\n"+
 		"Serves the custom handler on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT, as the\n"+
 		"Azure Functions host starts it. Settings come from the environment.", e)
-	if err := parseFlags(fs, args); err != nil {
+	pos, err := parseFlags(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usageError("serve takes no arguments, got %d", len(pos))
 	}
 	s, err := loadSettings(e.getenv, true, true)
 	if err != nil {
