@@ -1,0 +1,150 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// TestLocalServing runs cmkrotator local as a person would, follows every
+// line it prints to try (curl, the command line, the control surface),
+// then interrupts it as Ctrl-C does: it exits 0 and leaves no work
+// folder behind.
+func TestLocalServing(t *testing.T) {
+	tmp := t.TempDir()
+	cmd := exec.Command(build(t), "local")
+	cmd.Env = []string{"TMPDIR=" + tmp, "LOG_FORMAT=json"}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+
+	// Read until the last line of the instructions; drain the rest.
+	var lines []string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if strings.Contains(sc.Text(), "Stop with Ctrl-C") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	if len(lines) == 0 || !strings.Contains(lines[len(lines)-1], "Stop with Ctrl-C") {
+		t.Fatalf("got output\n%s\nlogs:\n%s\nwant the lines to try", strings.Join(lines, "\n"), stderr.String())
+	}
+
+	curl := regexp.MustCompile(`^\s*curl -s (?:-X (\w+) )?(\S+)(?: -H '[^']*')?(?: -d '([^']*)'| --data-binary @(\S+))?$`)
+	wantStatus := regexp.MustCompile(`: (\d{3})$`)
+	var env []string
+	var control string
+	curls, commands := 0, 0
+	for i, l := range lines {
+		l = strings.TrimSpace(l)
+		switch {
+		case curl.MatchString(l):
+			curls++
+			m := curl.FindStringSubmatch(l)
+			method, url, body := m[1], m[2], m[3]
+			if method == "" {
+				method = http.MethodGet
+			}
+			if m[4] != "" {
+				b, err := os.ReadFile(m[4])
+				if err != nil {
+					t.Fatalf("%s: %v", l, err)
+				}
+				body = string(b)
+			}
+			want := http.StatusOK
+			if c := wantStatus.FindStringSubmatch(lines[i-1]); c != nil {
+				want = map[string]int{"404": 404, "422": 422}[c[1]]
+			}
+			req, _ := http.NewRequest(method, url, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				t.Errorf("%s\n(under %q): got %d %s, want %d", l, lines[i-1], resp.StatusCode, got, want)
+			}
+		case strings.HasPrefix(l, "export "):
+			words := strings.Fields(strings.TrimPrefix(l, "export ") + " " + lines[i+1])
+			for _, w := range words {
+				if strings.Contains(w, "=") {
+					env = append(env, w)
+				}
+			}
+		case strings.HasPrefix(l, "go run ./function "):
+			commands++
+			args := strings.Fields(strings.TrimPrefix(l, "go run ./function "))
+			code, out, errOut := runBinary(t, append(env, "LOG_FORMAT=json"), args...)
+			if code != 0 {
+				t.Errorf("%s: got exit %d\n%s%s\nwant 0", l, code, out, errOut)
+			}
+		case strings.HasPrefix(l, "Emulator control surface: "):
+			control = strings.Fields(strings.TrimPrefix(l, "Emulator control surface: "))[0]
+		}
+	}
+	if curls < 5 || commands < 2 || len(env) < 6 {
+		t.Errorf("got %d curl lines, %d commands, environment %v; want them all printed:\n%s",
+			curls, commands, env, strings.Join(lines, "\n"))
+	}
+
+	resp, err := http.Get(control + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var index []struct{ Method, Path, Does string }
+	err = json.NewDecoder(resp.Body).Decode(&index)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || len(index) == 0 {
+		t.Errorf("GET %s/: got %d, %v, %d routes; want the index of routes", control, resp.StatusCode, err, len(index))
+	}
+
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("after interrupt: got %v, want exit 0\nlogs:\n%s", err, stderr.String())
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "cmkrotator-local-*")); len(left) > 0 {
+		t.Errorf("got %v left behind, want the work folder removed", left)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test
+// reading.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
