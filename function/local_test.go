@@ -154,3 +154,34 @@ func TestLocalUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestParseFlags: flags and positional arguments mix in any order; after
+// "--" everything is positional.
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantPos []string
+		wantDry bool
+	}{
+		{[]string{"--dry-run", "a"}, []string{"a"}, true},
+		{[]string{"a", "--dry-run"}, []string{"a"}, true},
+		{[]string{"a", "--out", "x", "b"}, []string{"a", "b"}, false},
+		{[]string{"-", "--dry-run"}, []string{"-"}, true},
+		{[]string{"a", "--", "--dry-run"}, []string{"a", "--dry-run"}, false},
+		{nil, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			fs := newFlags("test", "usage: test", env{stderr: &bytes.Buffer{}})
+			dry := fs.Bool("dry-run", false, "")
+			fs.String("out", "", "")
+			pos, err := parseFlags(fs, tt.args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(pos, "|") != strings.Join(tt.wantPos, "|") || *dry != tt.wantDry {
+				t.Errorf("got %q dry-run %t, want %q dry-run %t", pos, *dry, tt.wantPos, tt.wantDry)
+			}
+		})
+	}
+}
