@@ -42,8 +42,16 @@ type PullOptions struct {
 	// receive errors instead of retrying them.
 	Once bool
 
+	// DryRun receives once, has h decide (h must write nothing itself,
+	// e.g. a Rotator in dry-run mode), and releases every event at once
+	// without delay, undecodable ones too: nothing is consumed.
+	DryRun bool
+
 	// Progress, when set, is called after every settled batch.
 	Progress func(PullSummary)
+
+	// Results, when set, is called with the results of every batch.
+	Results func([]rotation.EventResult)
 
 	Logger *slog.Logger // nil: discard
 }
@@ -55,6 +63,7 @@ type PullSummary struct {
 	Acknowledged int `json:"acknowledged"` // ended final
 	Released     int `json:"released"`     // could succeed later: released with a delay
 	Rejected     int `json:"rejected"`     // could not be decoded: dead-lettered
+	Undecodable  int `json:"undecodable"`  // could not be decoded (rejected, or released in a dry run)
 	Renewals     int `json:"renewals"`     // lock renewal requests
 	LostLocks    int `json:"lostLocks"`    // settlements Event Grid refused (the lock had expired)
 	Failed       int `json:"failed"`       // events acknowledged although their rotation failed for good
@@ -110,7 +119,7 @@ func Pull(ctx context.Context, r *aznamespaces.ReceiverClient, h EventHandler, o
 				opts.Progress(sum)
 			}
 		}
-		if opts.Once && len(resp.Details) < opts.MaxEvents {
+		if opts.DryRun || opts.Once && len(resp.Details) < opts.MaxEvents {
 			return sum, nil
 		}
 	}
@@ -147,7 +156,9 @@ func pullBatch(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h Ev
 		token := *d.BrokerProperties.LockToken
 		e, err := decodeReceived(d.Event)
 		if err != nil {
-			log.ErrorContext(ctx, "event rejected: cannot decode it", "event_id", d.Event.ID, "err", err)
+			log.ErrorContext(ctx, "event cannot be decoded; rejecting it", "event_id", d.Event.ID,
+				"dry_run", opts.DryRun, "err", err)
+			sum.Undecodable++
 			reject = append(reject, token)
 			continue
 		}
@@ -155,6 +166,9 @@ func pullBatch(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h Ev
 			"key_version", e.Key.Version, "attempt", deliveryCount(d))
 		events = append(events, e)
 		decoded = append(decoded, d)
+	}
+	if opts.DryRun {
+		return pullDry(ctx, settle, r, h, events, decoded, reject, opts, sum)
 	}
 	if len(reject) > 0 {
 		res, err := r.RejectEvents(settle, reject, nil)
@@ -171,6 +185,9 @@ func pullBatch(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h Ev
 	stop := renewLocks(ctx, r, decoded, opts, sum)
 	results := h.HandleEvents(ctx, events)
 	stop()
+	if opts.Results != nil {
+		opts.Results(results)
+	}
 
 	var ack []string
 	release := map[aznamespaces.ReleaseDelay][]string{}
@@ -206,6 +223,34 @@ func pullBatch(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h Ev
 		sum.Released += len(res.SucceededLockTokens)
 		sum.LostLocks += lost(ctx, log, "release", res.FailedLockTokens)
 	}
+	return nil
+}
+
+// pullDry is pullBatch in a dry run: h decides, and every event goes back
+// at once, undecodable ones included.
+func pullDry(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h EventHandler,
+	events []rotation.Event, decoded []aznamespaces.ReceiveDetails, undecodable []string,
+	opts PullOptions, sum *PullSummary) error {
+	if len(events) > 0 {
+		stop := renewLocks(ctx, r, decoded, opts, sum)
+		results := h.HandleEvents(ctx, events)
+		stop()
+		if opts.Results != nil {
+			opts.Results(results)
+		}
+	}
+	tokens := undecodable
+	for _, d := range decoded {
+		tokens = append(tokens, *d.BrokerProperties.LockToken)
+	}
+	res, err := r.ReleaseEvents(settle, tokens, &aznamespaces.ReleaseEventsOptions{
+		ReleaseDelayInSeconds: to.Ptr(aznamespaces.ReleaseDelayNoDelay)})
+	if err != nil {
+		return classify("release events", err)
+	}
+	sum.Released += len(res.SucceededLockTokens)
+	sum.LostLocks += lost(ctx, opts.Logger, "release", res.FailedLockTokens)
+	opts.Logger.InfoContext(ctx, "dry run: events released without delay", "released", len(res.SucceededLockTokens))
 	return nil
 }
 

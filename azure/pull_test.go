@@ -86,7 +86,7 @@ func TestPull_SettlesPerOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	want := azure.PullSummary{Receives: 1, Received: 4, Acknowledged: 2, Released: 1, Rejected: 1}
+	want := azure.PullSummary{Receives: 1, Received: 4, Acknowledged: 2, Released: 1, Rejected: 1, Undecodable: 1}
 	if diff := cmp.Diff(want, sum); diff != "" {
 		t.Errorf("summary (-want +got):\n%s", diff)
 	}
@@ -103,6 +103,49 @@ func TestPull_SettlesPerOutcome(t *testing.T) {
 	for _, id := range w.ids[:2] {
 		if got, _ := w.emu.ServerKeyURL(id); got != w.v3.KID {
 			t.Errorf("%s: got %s, want %s", id, got, w.v3.KID)
+		}
+	}
+}
+
+// TestPull_DryRunConsumesNothing: a dry run decides, PATCHes nothing and
+// gives every event back at once, undecodable ones too.
+func TestPull_DryRunConsumesNothing(t *testing.T) {
+	w := newKeysWorld(t)
+	topic, sub, receiver, _ := namespace(t, false, eventgrid.SubscriptionOptions{})
+	rotates := w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v3, "kv1")
+	poison := json.RawMessage(`{"specversion":"1.0","id":"poison","source":"/x","type":"` +
+		rotation.TypeKeyNewVersionCreated + `","data":{"Id":"https://kv1/secrets/not-a-key"}}`)
+	if err := topic.Publish(cloudEvent(t, rotates), poison); err != nil {
+		t.Fatal(err)
+	}
+	w.emu.ResetRequests()
+
+	var results []rotation.EventResult
+	sum, err := azure.Pull(t.Context(), receiver, w.rotator(t, true), azure.PullOptions{DryRun: true,
+		Results: func(rs []rotation.EventResult) { results = append(results, rs...) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	want := azure.PullSummary{Receives: 1, Received: 2, Released: 2, Undecodable: 1}
+	if diff := cmp.Diff(want, sum); diff != "" {
+		t.Errorf("summary (-want +got):\n%s", diff)
+	}
+	if len(results) != 1 || results[0].Report == nil || !results[0].Report.DryRun {
+		t.Errorf("got results %+v, want one dry-run report", results)
+	}
+	if got := sub.Acknowledged(); len(got) != 0 {
+		t.Errorf("got acknowledged %+v, want none", got)
+	}
+	if got := sub.DeadLetters(); len(got) != 0 {
+		t.Errorf("got dead letters %+v, want none", got)
+	}
+	if got := sub.Events(); len(got) != 2 || got[0].State != eventgrid.StateAvailable || got[1].State != eventgrid.StateAvailable {
+		t.Errorf("got waiting %+v, want both events available again", got)
+	}
+	for _, r := range w.emu.Requests() {
+		if r.Service == "arm" && r.Method != http.MethodGet {
+			t.Errorf("dry run wrote: %s %s", r.Method, r.Path)
 		}
 	}
 }

@@ -319,30 +319,14 @@ func pullCommand(ctx context.Context, args []string, e env) error {
 		return fmt.Errorf("create Event Grid receiver: %w", err)
 	}
 
-	if *dryRun {
-		log.Info("pulling once, dry run", "endpoint", *endpoint, "topic", *topic, "subscription", *sub)
-		res, err := pullDryRun(ctx, r, a.rotator, *maxEvents, *maxWait, log)
-		if *asJSON {
-			writeJSONTo(e.stdout, res)
-		} else {
-			printDryPull(e.stdout, res)
-		}
-		switch {
-		case err != nil && errors.Is(err, rotation.ErrRetryable):
-			return &exitError{code: exitRetryable, err: err}
-		case err != nil:
-			return err
-		case res.Undecodable > 0:
-			if rerr := reportsExit(eventReports(res.Results)); rerr != nil {
-				return rerr
-			}
-			return &exitError{code: exitFailed, err: errQuiet}
-		}
-		return reportsExit(eventReports(res.Results))
-	}
-	log.Info("pulling", "endpoint", *endpoint, "topic", *topic, "subscription", *sub, "once", *once)
+	log.Info("pulling", "endpoint", *endpoint, "topic", *topic, "subscription", *sub, "once", *once, "dry_run", *dryRun)
+	var results []rotation.EventResult
 	sum, err := azure.Pull(ctx, r, a.rotator, azure.PullOptions{MaxEvents: *maxEvents, MaxWait: *maxWait,
-		RenewEvery: *renew, Once: *once, Logger: log})
+		RenewEvery: *renew, Once: *once, DryRun: *dryRun, Logger: log,
+		Results: func(rs []rotation.EventResult) { results = append(results, rs...) }})
+	if *dryRun {
+		return dryPullDone(e, sum, results, err, *asJSON)
+	}
 	if *asJSON {
 		writeJSONTo(e.stdout, sum)
 	} else {
