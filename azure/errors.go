@@ -79,6 +79,16 @@ func (e *credentialError) Error() string { return e.msg }
 
 func (e *credentialError) Unwrap() error { return e.err }
 
+// TokenError returns an error from a credential's GetToken as one line
+// naming the credential and what its token endpoint said, with the
+// original in its chain; other errors come back as they are.
+func TokenError(err error) error {
+	if ce, ok := credentialFailure(err); ok {
+		return ce
+	}
+	return err
+}
+
 // credentialFailure returns err as a *credentialError when a credential
 // failed to get a token: azidentity's *AuthenticationFailedError, or a
 // credential reporting itself unavailable.

@@ -12,6 +12,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
+	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/handler"
 )
 
@@ -85,7 +86,7 @@ func (c *credentialCheck) run(ctx context.Context) handler.CredentialStatus {
 	for _, scope := range c.scopes {
 		if _, err := c.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}}); err != nil {
 			st.OK = false
-			st.Error = fmt.Sprintf("%s: no token for %s: %s", c.what, scope, oneLine(err.Error()))
+			st.Error = fmt.Sprintf("%s: no token for %s: %s", c.what, scope, oneLine(azure.TokenError(err).Error()))
 			break
 		}
 	}

@@ -454,6 +454,13 @@ func TestStatusRefusedCredential(t *testing.T) {
 	if got := strings.Count(out, "credential refused"); got != 1 {
 		t.Errorf("got %d lines naming the refused credential, want 1:\n%s", got, out)
 	}
+	// One line naming the credential and its status, not azidentity's dump.
+	for l := range strings.Lines(out) {
+		if strings.HasPrefix(l, "credential refused") &&
+			(!strings.Contains(l, "managed identity refused (400)") || strings.Contains(l, "-----")) {
+			t.Errorf("got %q, want the refusal in one line: managed identity refused (400): …", l)
+		}
+	}
 	rows := 0
 	for l := range strings.Lines(out) {
 		if strings.HasPrefix(l, "  rg-cmk/") {
