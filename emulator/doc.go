@@ -96,6 +96,7 @@
 //
 // ControlURL serves JSON over plain HTTP, for the local job and for people:
 //
+//	GET    /                                       this list of routes, as JSON
 //	GET    /state                                  vaults, key versions, servers
 //	POST   /vaults                                 {"name"}: add a vault
 //	POST   /vaults/{vault}/keys/{key}              {"type","ops","disabled","notBefore","expires"}: create a version
