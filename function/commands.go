@@ -161,7 +161,7 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 	} else {
 		printEvents(e.stdout, results)
 	}
-	return reportsExit(eventReports(results))
+	return reportsExit(rotation.Reports(results))
 }
 
 func statusCommand(ctx context.Context, args []string, e env) error {
@@ -220,18 +220,6 @@ func reportsExit(reps []rotation.Report) error {
 		return &exitError{code: code, err: errQuiet}
 	}
 	return nil
-}
-
-func eventReports(results []rotation.EventResult) []rotation.Report {
-	seen := map[*rotation.Report]bool{}
-	var reps []rotation.Report
-	for _, r := range results {
-		if r.Report != nil && !seen[r.Report] {
-			seen[r.Report] = true
-			reps = append(reps, *r.Report)
-		}
-	}
-	return reps
 }
 
 func writeJSONTo(w io.Writer, v any) {

@@ -38,12 +38,12 @@ func dryPullDone(e env, sum azure.PullSummary, results []rotation.EventResult, e
 	case err != nil:
 		return err
 	case res.Undecodable > 0:
-		if rerr := reportsExit(eventReports(res.Results)); rerr != nil {
+		if rerr := reportsExit(rotation.Reports(res.Results)); rerr != nil {
 			return rerr
 		}
 		return &exitError{code: exitFailed, err: errQuiet}
 	}
-	return reportsExit(eventReports(res.Results))
+	return reportsExit(rotation.Reports(res.Results))
 }
 
 func printDryPull(w io.Writer, res DryPullResult) {

@@ -190,7 +190,7 @@ func printDeadLetters(w io.Writer, ro recoverFlags, sum azure.ReplaySummary) {
 	if ro.republish != "" {
 		return
 	}
-	for _, rep := range eventReports(blobEvents(sum)) {
+	for _, rep := range rotation.Reports(blobEvents(sum)) {
 		fmt.Fprintln(w)
 		printReport(w, rep)
 	}

@@ -106,7 +106,7 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.InfoContext(ctx, "replay requested", "events", len(b.events), "undecodable", len(b.bad))
 	results := s.cfg.Rotator.HandleEvents(ctx, b.events)
-	writeAPI(w, eventReports(results), ReplayResponse{Results: b.results(results)})
+	writeAPI(w, rotation.Reports(results), ReplayResponse{Results: b.results(results)})
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {

@@ -81,17 +81,3 @@ func retryAfter(reports []rotation.Report) string {
 	}
 	return strconv.Itoa(int(math.Ceil(wait.Seconds())))
 }
-
-// eventReports returns the distinct reports of results (events of one key
-// share one).
-func eventReports(results []rotation.EventResult) []rotation.Report {
-	seen := map[*rotation.Report]bool{}
-	var reps []rotation.Report
-	for _, r := range results {
-		if r.Report != nil && !seen[r.Report] {
-			seen[r.Report] = true
-			reps = append(reps, *r.Report)
-		}
-	}
-	return reps
-}

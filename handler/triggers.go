@@ -52,7 +52,7 @@ func (s *server) keyNewVersionCreated(w http.ResponseWriter, r *http.Request) {
 	}
 
 	results := s.cfg.Rotator.HandleEvents(ctx, b.events)
-	status := invocationStatus(eventReports(results))
+	status := invocationStatus(rotation.Reports(results))
 	if status != http.StatusOK {
 		s.log.WarnContext(ctx, "invocation failed so that Event Grid redelivers", attrs...)
 	}

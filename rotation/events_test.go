@@ -270,3 +270,27 @@ func FuzzDecodeEvents(f *testing.F) {
 		}
 	})
 }
+
+func TestReports(t *testing.T) {
+	a := &rotation.Report{Key: "https://v.vault.azure.net/keys/a"}
+	b := &rotation.Report{Key: "https://v.vault.azure.net/keys/b"}
+	tests := []struct {
+		name    string
+		results []rotation.EventResult
+		want    []rotation.Report
+	}{
+		{"none", nil, nil},
+		{"ignored only", []rotation.EventResult{{EventID: "1", Ignored: rotation.IgnoredNotRotation}}, nil},
+		{"shared once, in first-event order", []rotation.EventResult{
+			{EventID: "1", Report: b}, {EventID: "2", Ignored: rotation.IgnoredNoKey},
+			{EventID: "3", Report: a}, {EventID: "4", Report: b},
+		}, []rotation.Report{*b, *a}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, rotation.Reports(tt.results)); diff != "" {
+				t.Errorf("Reports (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -102,6 +102,20 @@ func (r *Rotator) HandleEvents(ctx context.Context, events []Event) []EventResul
 	return results
 }
 
+// Reports returns the distinct reports of results, in the order of their
+// first event (the events of one key share one report).
+func Reports(results []EventResult) []Report {
+	seen := map[*Report]bool{}
+	var reps []Report
+	for _, r := range results {
+		if r.Report != nil && !seen[r.Report] {
+			seen[r.Report] = true
+			reps = append(reps, *r.Report)
+		}
+	}
+	return reps
+}
+
 // Reconcile brings every subscribed key's servers to the key's current
 // version, one key after another, each within Config.Deadline.
 func (r *Rotator) Reconcile(ctx context.Context) []Report {
