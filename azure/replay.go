@@ -113,15 +113,11 @@ func (d *DeadLetters) Replay(ctx context.Context, h EventHandler, opts ReplayOpt
 		}
 	}
 	for _, b := range blobs {
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			flush()
 			return sum, errors.Join(append(errs, ctx.Err())...)
-		case !opts.Since.IsZero() && b.Time().Before(opts.Since):
-			sum.TooOld++
-			continue
-		case !b.Replayed.IsZero() && !opts.Again:
-			sum.Done++
+		}
+		if opts.skips(b, &sum) {
 			continue
 		}
 
@@ -147,6 +143,20 @@ func (d *DeadLetters) Replay(ctx context.Context, h EventHandler, opts ReplayOpt
 	}
 	flush()
 	return sum, errors.Join(errs...)
+}
+
+// skips reports whether o leaves b alone (dead-lettered before Since, or
+// marked done without Again), and counts it in sum when so.
+func (o ReplayOptions) skips(b DeadLetterBlob, sum *ReplaySummary) bool {
+	switch {
+	case !o.Since.IsZero() && b.Time().Before(o.Since):
+		sum.TooOld++
+	case !b.Replayed.IsZero() && !o.Again:
+		sum.Done++
+	default:
+		return false
+	}
+	return true
 }
 
 // pendingBlob is a read blob waiting for its batch.

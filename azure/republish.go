@@ -201,14 +201,10 @@ func (d *DeadLetters) Republish(ctx context.Context, c *azeventgrid.Client, opts
 	sum.Blobs = len(blobs)
 	var errs []error
 	for _, b := range blobs {
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return sum, errors.Join(append(errs, ctx.Err())...)
-		case !opts.Since.IsZero() && b.Time().Before(opts.Since):
-			sum.TooOld++
-			continue
-		case !b.Replayed.IsZero() && !opts.Again:
-			sum.Done++
+		}
+		if opts.skips(b, &sum) {
 			continue
 		}
 		res := BlobResult{Name: b.Name, Events: []rotation.EventResult{}}
