@@ -399,18 +399,37 @@ type (
 		NextLink *string   `json:"nextLink"`
 	}
 	keyParameters struct {
-		Kty        string   `json:"kty"`
-		KeySize    int      `json:"key_size"`
-		Crv        string   `json:"crv"`
-		KeyOps     []string `json:"key_ops"`
-		Attributes *struct {
-			Enabled *bool  `json:"enabled"`
-			NBF     *int64 `json:"nbf"`
-			EXP     *int64 `json:"exp"`
-		} `json:"attributes"`
-		Tags map[string]string `json:"tags"`
+		Kty        string            `json:"kty"`
+		KeySize    int               `json:"key_size"`
+		Crv        string            `json:"crv"`
+		KeyOps     []string          `json:"key_ops"`
+		Attributes *attributesUpdate `json:"attributes"`
+		Tags       map[string]string `json:"tags"`
+	}
+	// attributesUpdate are the attributes a request sets; a nil field
+	// leaves its attribute as it is.
+	attributesUpdate struct {
+		Enabled *bool  `json:"enabled"`
+		NBF     *int64 `json:"nbf"`
+		EXP     *int64 `json:"exp"`
 	}
 )
+
+// applyTo sets the attributes a names (none when a is nil).
+func (a *attributesUpdate) applyTo(enabled *bool, nbf, exp *time.Time) {
+	if a == nil {
+		return
+	}
+	if a.Enabled != nil {
+		*enabled = *a.Enabled
+	}
+	if a.NBF != nil {
+		*nbf = time.Unix(*a.NBF, 0)
+	}
+	if a.EXP != nil {
+		*exp = time.Unix(*a.EXP, 0)
+	}
+}
 
 func unixPtr(t time.Time) *int64 {
 	if t.IsZero() {
@@ -538,17 +557,7 @@ func (v *Vault) createKey(w http.ResponseWriter, name string, body []byte) {
 	}
 	s := versionSpec{kty: p.Kty, size: p.KeySize, crv: p.Crv, ops: p.KeyOps, enabled: true,
 		tags: p.Tags}
-	if a := p.Attributes; a != nil {
-		if a.Enabled != nil {
-			s.enabled = *a.Enabled
-		}
-		if a.NBF != nil {
-			s.nbf = time.Unix(*a.NBF, 0)
-		}
-		if a.EXP != nil {
-			s.exp = time.Unix(*a.EXP, 0)
-		}
-	}
+	p.Attributes.applyTo(&s.enabled, &s.nbf, &s.exp)
 	if err := s.complete(); err != nil {
 		writeKVError(w, http.StatusBadRequest, "BadParameter", err.Error())
 		return
@@ -591,17 +600,7 @@ func (v *Vault) updateKey(w http.ResponseWriter, name, version string, body []by
 	if p.KeyOps != nil {
 		kv.ops = slices.Clone(p.KeyOps)
 	}
-	if a := p.Attributes; a != nil {
-		if a.Enabled != nil {
-			kv.enabled = *a.Enabled
-		}
-		if a.NBF != nil {
-			kv.nbf = time.Unix(*a.NBF, 0)
-		}
-		if a.EXP != nil {
-			kv.exp = time.Unix(*a.EXP, 0)
-		}
-	}
+	p.Attributes.applyTo(&kv.enabled, &kv.nbf, &kv.exp)
 	if p.Tags != nil {
 		kv.tags = p.Tags
 	}
