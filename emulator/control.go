@@ -93,6 +93,25 @@ func ctlError(w http.ResponseWriter, err error) {
 	writeJSON(w, status, map[string]string{"error": err.Error()})
 }
 
+// ctlDone answers an operation that returns nothing: 204 No Content, or
+// the error.
+func ctlDone(w http.ResponseWriter, err error) {
+	if err != nil {
+		ctlError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ctlResult answers an operation's result as JSON, or its error.
+func ctlResult(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		ctlError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
 func decode(r *http.Request, v any) error {
 	if err := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxBody)).Decode(v); err != nil {
 		return fmt.Errorf("decode request body: %w: %v", ErrInvalid, err)
@@ -214,11 +233,7 @@ func (e *Emulator) ctlCreateKey(w http.ResponseWriter, r *http.Request) {
 	}
 	info, err := v.CreateKey(r.PathValue("key"), KeyOptions{Type: in.Type, Ops: in.Ops,
 		Disabled: in.Disabled, NotBefore: in.NotBefore, Expires: in.Expires})
-	if err != nil {
-		ctlError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, info)
+	ctlResult(w, info, err)
 }
 
 func (e *Emulator) ctlRotateKey(w http.ResponseWriter, r *http.Request) {
@@ -227,11 +242,7 @@ func (e *Emulator) ctlRotateKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	info, err := v.RotateKey(r.PathValue("key"))
-	if err != nil {
-		ctlError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, info)
+	ctlResult(w, info, err)
 }
 
 func (e *Emulator) ctlUpdateVersion(w http.ResponseWriter, r *http.Request) {
@@ -278,11 +289,7 @@ func (e *Emulator) ctlDeleteKey(w http.ResponseWriter, r *http.Request) {
 	if v == nil {
 		return
 	}
-	if err := v.DeleteKey(r.PathValue("key")); err != nil {
-		ctlError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	ctlDone(w, v.DeleteKey(r.PathValue("key")))
 }
 
 func (e *Emulator) ctlPutServer(w http.ResponseWriter, r *http.Request) {
@@ -299,11 +306,7 @@ func (e *Emulator) ctlPutServer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := e.PutServer(ServerSpec(in))
-	if err != nil {
-		ctlError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"id": id})
+	ctlResult(w, map[string]string{"id": id}, err)
 }
 
 func (e *Emulator) ctlSetKeyURL(w http.ResponseWriter, r *http.Request) {
@@ -315,19 +318,11 @@ func (e *Emulator) ctlSetKeyURL(w http.ResponseWriter, r *http.Request) {
 		ctlError(w, err)
 		return
 	}
-	if err := e.SetServerKeyURL(in.ID, in.KeyURL); err != nil {
-		ctlError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	ctlDone(w, e.SetServerKeyURL(in.ID, in.KeyURL))
 }
 
 func (e *Emulator) ctlDeleteServer(w http.ResponseWriter, r *http.Request) {
-	if err := e.DeleteServer(r.URL.Query().Get("id")); err != nil {
-		ctlError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	ctlDone(w, e.DeleteServer(r.URL.Query().Get("id")))
 }
 
 // faultJSON is a Fault on the control surface; durations are Go duration
