@@ -69,6 +69,24 @@ func splitEvents(body []byte, single bool) ([]json.RawMessage, error) {
 	return arr, nil
 }
 
+// parseEvents parses raws with parse, each stamped with topic and one
+// receive time. It stops at the first event that does not parse and
+// returns its index with the error.
+func parseEvents(raws []json.RawMessage, topic string,
+	parse func(json.RawMessage) (Published, error)) ([]Published, int, error) {
+	events := make([]Published, 0, len(raws))
+	now := time.Now()
+	for i, raw := range raws {
+		p, err := parse(raw)
+		if err != nil {
+			return nil, i, err
+		}
+		p.Topic, p.Received = topic, now
+		events = append(events, p)
+	}
+	return events, 0, nil
+}
+
 // parseCloudEvent validates one CloudEvents 1.0 event in JSON format.
 func parseCloudEvent(raw json.RawMessage) (Published, error) {
 	var f map[string]json.RawMessage

@@ -371,16 +371,10 @@ func (s *Server) publishNamespace(w http.ResponseWriter, r *http.Request, name s
 		writeError(w, http.StatusBadRequest, "BadRequest", badEventMessage(err))
 		return
 	}
-	events := make([]Published, 0, len(raws))
-	now := time.Now()
-	for _, raw := range raws {
-		p, err := parseCloudEvent(raw)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "BadRequest", badEventMessage(err))
-			return
-		}
-		p.Topic, p.Received = name, now
-		events = append(events, p)
+	events, _, err := parseEvents(raws, name, parseCloudEvent)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", badEventMessage(err))
+		return
 	}
 
 	s.mu.Lock()
@@ -401,15 +395,11 @@ func (s *Server) publishNamespace(w http.ResponseWriter, r *http.Request, name s
 // returns an error naming the first invalid event and then queues
 // none.
 func (n *NamespaceTopic) Publish(events ...json.RawMessage) error {
-	ps := make([]Published, 0, len(events))
-	now := time.Now()
-	for i, raw := range events {
-		p, err := parseCloudEvent(slices.Clone(raw))
-		if err != nil {
-			return fmt.Errorf("publish event %d to topic %s: %s", i, n.name, badEventMessage(err))
-		}
-		p.Topic, p.Received = n.name, now
-		ps = append(ps, p)
+	ps, i, err := parseEvents(events, n.name, func(raw json.RawMessage) (Published, error) {
+		return parseCloudEvent(slices.Clone(raw))
+	})
+	if err != nil {
+		return fmt.Errorf("publish event %d to topic %s: %s", i, n.name, badEventMessage(err))
 	}
 	n.s.mu.Lock()
 	n.publish(ps)

@@ -1,10 +1,10 @@
 package eventgrid
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
-	"time"
 )
 
 // TopicOptions configures a custom topic.
@@ -106,21 +106,14 @@ func (s *Server) publishEvents(w http.ResponseWriter, r *http.Request, name stri
 		writeError(w, http.StatusBadRequest, "BadRequest", badEventMessage(err))
 		return
 	}
-	events := make([]Published, 0, len(raws))
-	now := time.Now()
-	for _, raw := range raws {
-		var p Published
-		if t.opts.Schema == SchemaCloudEvents {
-			p, err = parseCloudEvent(raw)
-		} else {
-			p, err = parseGridEvent(raw, t.opts.ResourceID)
-		}
-		if err != nil {
-			writeError(w, http.StatusBadRequest, "BadRequest", badEventMessage(err))
-			return
-		}
-		p.Topic, p.Received = name, now
-		events = append(events, p)
+	parse := parseCloudEvent
+	if t.opts.Schema != SchemaCloudEvents {
+		parse = func(raw json.RawMessage) (Published, error) { return parseGridEvent(raw, t.opts.ResourceID) }
+	}
+	events, _, err := parseEvents(raws, name, parse)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", badEventMessage(err))
+		return
 	}
 
 	s.mu.Lock()
