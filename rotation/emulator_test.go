@@ -11,10 +11,9 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
-	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -72,25 +71,9 @@ func (w *world) rotator(t *testing.T) *rotation.Rotator {
 func (w *world) rotatorWith(t testing.TB, edit func(*rotation.Config)) *rotation.Rotator {
 	t.Helper()
 	co := azcore.ClientOptions{Transport: w.emu.InProcessTransport().(policy.Transporter)}
-	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-		ID: azidentity.ClientID(w.emu.ClientID()), ClientOptions: co,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	relays, err := azure.NewFluidRelay(cred, &azure.FluidRelayOptions{Endpoint: w.emu.ARMEndpoint(), ClientOptions: co})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, keys, relays := testenv.Adapters(t, w.emu, co)
 	w.watch = &watch{Servers: relays, inFlight: map[string]int{}, max: map[string]int{}}
-
-	doc, _ := json.Marshal(map[string]any{"targets": []any{map[string]any{"key": w.key.String(), "servers": w.ids}}})
-	targets, err := rotation.ParseTargets(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := rotation.Config{Keys: azure.NewKeyVault(cred, &azure.KeyVaultOptions{ClientOptions: co}),
-		Servers: w.watch, Targets: targets}
+	cfg := rotation.Config{Keys: keys, Servers: w.watch, Targets: testenv.Targets(t, w.key.String(), w.ids...)}
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -23,11 +23,10 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
-	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
+	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -412,20 +411,10 @@ func (s *scenario) staleReads() bool {
 // newHandler builds the product as the binary does, over the tap.
 func (s *scenario) newHandler(t *testing.T) http.Handler {
 	t.Helper()
-	co := azcore.ClientOptions{Transport: s.tap}
-	cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
-		ID: azidentity.ClientID(s.emu.ClientID()), ClientOptions: co,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	relays, err := azure.NewFluidRelay(cred, &azure.FluidRelayOptions{Endpoint: s.emu.ARMEndpoint(), ClientOptions: co})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, keys, relays := testenv.Adapters(t, s.emu, azcore.ClientOptions{Transport: s.tap})
 	log := slog.New(handler.LogHandler(s.logs))
 	rot, err := rotation.New(rotation.Config{
-		Keys:        azure.NewKeyVault(cred, &azure.KeyVaultOptions{ClientOptions: co}),
+		Keys:        keys,
 		Servers:     relays,
 		Targets:     s.targets,
 		Concurrency: 1 + s.rng.IntN(8),
