@@ -121,6 +121,20 @@ func start(t *testing.T, env []string) *fakehost.Host {
 	return h
 }
 
+// getStatus answers GET /api/status, which must succeed.
+func getStatus(t *testing.T, h *fakehost.Host) handler.StatusResponse {
+	t.Helper()
+	status, _, body := forward(t, h, http.MethodGet, "/api/status", "")
+	if status != http.StatusOK {
+		t.Fatalf("got %d %s, want 200", status, body)
+	}
+	var st handler.StatusResponse
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func forward(t *testing.T, h *fakehost.Host, method, path, body string) (int, http.Header, []byte) {
 	t.Helper()
 	var rd io.Reader
@@ -171,14 +185,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("Status", func(t *testing.T) {
-		status, _, body := forward(t, h, http.MethodGet, "/api/status", "")
-		if status != http.StatusOK {
-			t.Fatalf("got %d %s, want 200", status, body)
-		}
-		var st handler.StatusResponse
-		if err := json.Unmarshal(body, &st); err != nil {
-			t.Fatal(err)
-		}
+		st := getStatus(t, h)
 		if st.Credential == nil || !st.Credential.OK {
 			t.Errorf("got credential %+v, want ok", st.Credential)
 		}
@@ -303,14 +310,7 @@ func TestRefusedIdentity(t *testing.T) {
 	w := seed(t)
 	h := start(t, w.env(t, ""))
 
-	status, _, body := forward(t, h, http.MethodGet, "/api/status", "")
-	if status != http.StatusOK {
-		t.Fatalf("got %d %s, want 200", status, body)
-	}
-	var st handler.StatusResponse
-	if err := json.Unmarshal(body, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := getStatus(t, h)
 	if st.Credential == nil || st.Credential.OK || !strings.Contains(st.Credential.Error, "system-assigned") {
 		t.Errorf("got credential %+v, want a refusal naming the identity", st.Credential)
 	}
@@ -351,21 +351,7 @@ func TestCommands(t *testing.T) {
 	env := append(w.env(t, w.emu.ClientID()), "LOG_FORMAT=json")
 	runCmd := func(t *testing.T, stdin string, args ...string) (int, string, string) {
 		t.Helper()
-		cmd := exec.Command(build(t), args...)
-		cmd.Env = env
-		cmd.Stdin = strings.NewReader(stdin)
-		var stdout, stderr strings.Builder
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			return 0, stdout.String(), stderr.String()
-		case errors.As(err, &ee):
-			return ee.ExitCode(), stdout.String(), stderr.String()
-		}
-		t.Fatal(err)
-		return 0, "", ""
+		return runBinaryIn(t, env, strings.NewReader(stdin), args...)
 	}
 
 	t.Run("status before", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -22,8 +23,15 @@ import (
 // output.
 func runBinary(t *testing.T, env []string, args ...string) (int, string, string) {
 	t.Helper()
+	return runBinaryIn(t, env, nil, args...)
+}
+
+// runBinaryIn is runBinary with stdin (nil: none).
+func runBinaryIn(t *testing.T, env []string, stdin io.Reader, args ...string) (int, string, string) {
+	t.Helper()
 	cmd := exec.Command(build(t), args...)
 	cmd.Env = env
+	cmd.Stdin = stdin
 	var stdout, stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -181,9 +189,11 @@ func TestReconcileCommand(t *testing.T) {
 	}
 }
 
-// TestPullCommand drains a namespace subscription with pull --once.
-func TestPullCommand(t *testing.T) {
-	w := seed(t)
+// namespace starts an Event Grid namespace emulator over TLS with topic
+// keys and its subscription rotator, and returns them with the settings
+// pull needs: w's, LOG_FORMAT=json, and one trust file for both emulators.
+func (w *world) namespace(t *testing.T) (*eventgrid.NamespaceTopic, *eventgrid.Subscription, []string) {
+	t.Helper()
 	eg, err := eventgrid.Start(eventgrid.Options{InProcess: true})
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +204,6 @@ func TestPullCommand(t *testing.T) {
 	ts := httptest.NewTLSServer(eg.Handler())
 	t.Cleanup(ts.Close)
 
-	// One trust file for both emulators.
 	pemData, err := os.ReadFile(w.emu.CertFile())
 	if err != nil {
 		t.Fatal(err)
@@ -205,10 +214,6 @@ func TestPullCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ev, _ := json.Marshal(w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v2, "kv"))
-	if err := topic.Publish(ev, json.RawMessage(`{"specversion":"1.0","id":"bad","source":"/x","type":"Microsoft.KeyVault.KeyNewVersionCreated","data":{}}`)); err != nil {
-		t.Fatal(err)
-	}
 	var env []string
 	for _, kv := range w.env(t, w.emu.ClientID()) {
 		if !strings.HasPrefix(kv, "SSL_CERT_FILE=") {
@@ -217,6 +222,17 @@ func TestPullCommand(t *testing.T) {
 	}
 	env = append(env, "SSL_CERT_FILE="+certs, "LOG_FORMAT=json", "EVENTGRID_KEY="+eventgrid.DefaultKey,
 		"EVENTGRID_NAMESPACE_ENDPOINT="+ts.URL, "EVENTGRID_TOPIC=keys", "EVENTGRID_SUBSCRIPTION=rotator")
+	return topic, sub, env
+}
+
+// TestPullCommand drains a namespace subscription with pull --once.
+func TestPullCommand(t *testing.T) {
+	w := seed(t)
+	topic, sub, env := w.namespace(t)
+	ev, _ := json.Marshal(w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v2, "kv"))
+	if err := topic.Publish(ev, json.RawMessage(`{"specversion":"1.0","id":"bad","source":"/x","type":"Microsoft.KeyVault.KeyNewVersionCreated","data":{}}`)); err != nil {
+		t.Fatal(err)
+	}
 
 	code, out, errOut := runBinary(t, env, "pull", "--once", "--json")
 
@@ -287,36 +303,11 @@ func TestReconcileDrift(t *testing.T) {
 // releases every event at once, so nothing is consumed or moved.
 func TestPullDryRun(t *testing.T) {
 	w := seed(t)
-	eg, err := eventgrid.Start(eventgrid.Options{InProcess: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eg.Close() })
-	topic := eg.AddNamespaceTopic("keys")
-	sub := topic.AddSubscription("rotator", eventgrid.SubscriptionOptions{})
-	ts := httptest.NewTLSServer(eg.Handler())
-	t.Cleanup(ts.Close)
-	pemData, err := os.ReadFile(w.emu.CertFile())
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemData = append(pemData, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})...)
-	certs := filepath.Join(t.TempDir(), "certs.pem")
-	if err := os.WriteFile(certs, pemData, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	topic, sub, env := w.namespace(t)
 	ev, _ := json.Marshal(w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v2, "kv"))
 	if err := topic.Publish(ev); err != nil {
 		t.Fatal(err)
 	}
-	var env []string
-	for _, kv := range w.env(t, w.emu.ClientID()) {
-		if !strings.HasPrefix(kv, "SSL_CERT_FILE=") {
-			env = append(env, kv)
-		}
-	}
-	env = append(env, "SSL_CERT_FILE="+certs, "LOG_FORMAT=json", "EVENTGRID_KEY="+eventgrid.DefaultKey,
-		"EVENTGRID_NAMESPACE_ENDPOINT="+ts.URL, "EVENTGRID_TOPIC=keys", "EVENTGRID_SUBSCRIPTION=rotator")
 
 	t.Run("text", func(t *testing.T) {
 		code, out, errOut := runBinary(t, env, "pull", "--dry-run")
