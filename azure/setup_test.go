@@ -1,8 +1,6 @@
 package azure_test
 
 import (
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -31,27 +29,18 @@ type fixture struct {
 // tests that use it do not run in parallel.
 func setup(t *testing.T, servers int) *fixture {
 	t.Helper()
-	emu, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := testenv.Start(t)
 	t.Setenv("IDENTITY_ENDPOINT", emu.IdentityEndpoint())
 	t.Setenv("IDENTITY_HEADER", emu.IdentityHeader())
 	t.Setenv("AZURE_CLIENT_ID", emu.ClientID())
 
 	f := &fixture{emu: emu, vault: emu.AddVault("kv1")}
+	var err error
 	if f.v1, err = f.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	f.key = mustKey(t, f.v1.KID).Versionless()
-	for i := 1; i <= servers; i++ {
-		id, err := emu.PutServer(emulator.ServerSpec{Name: fmt.Sprintf("relay-%d", i), KeyURL: f.v1.KID})
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.ids = append(f.ids, id)
-	}
+	f.ids = testenv.Servers(t, emu, servers, f.v1.KID)
 	return f
 }
 
@@ -104,15 +93,7 @@ func (f *fixture) rotatorOver(t testing.TB, transport policy.Transporter, edit f
 // event decodes the Event Grid event the emulator would deliver for v.
 func (f *fixture) event(t testing.TB, v emulator.KeyVersionInfo) rotation.Event {
 	t.Helper()
-	b, err := json.Marshal(f.emu.KeyEvent(rotation.TypeKeyNewVersionCreated, v, "kv1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rotation.DecodeEvent(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return testenv.Event(t, f.emu, v, "kv1")
 }
 
 // patches returns the recorded PATCH requests to Resource Manager.

@@ -18,6 +18,7 @@ import (
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
 	"github.com/cmkrotator/cmkrotator/internal/fakehost"
+	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -59,12 +60,9 @@ type world struct {
 
 func seed(t *testing.T) *world {
 	t.Helper()
-	emu, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := testenv.Start(t)
 	w := &world{emu: emu, vault: emu.AddVault("kv")}
+	var err error
 	if w.v1, err = w.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
 		t.Fatal(err)
 	}

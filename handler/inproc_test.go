@@ -3,7 +3,6 @@ package handler_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -65,23 +64,14 @@ func (p *inproc) tokens(t testing.TB) []string {
 
 func newInproc(t testing.TB, servers int) *inproc {
 	t.Helper()
-	emu, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := testenv.Start(t)
 
 	p := &inproc{emu: emu, vault: emu.AddVault("kv"), logs: &bytes.Buffer{}}
+	var err error
 	if p.v1, err = p.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i <= servers; i++ {
-		id, err := emu.PutServer(emulator.ServerSpec{Name: fmt.Sprintf("relay-%d", i), KeyURL: p.v1.KID})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.ids = append(p.ids, id)
-	}
+	p.ids = testenv.Servers(t, emu, servers, p.v1.KID)
 	targets := testenv.Targets(t, p.vault.URL()+"/keys/cmk", p.ids...)
 
 	p.seen = &bearerTap{next: emu.InProcessTransport().(policy.Transporter), tokens: map[string]bool{}}

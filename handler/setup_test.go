@@ -43,13 +43,10 @@ type fixture struct {
 // not run in parallel.
 func setup(t *testing.T) *fixture {
 	t.Helper()
-	emu, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := testenv.Start(t)
 
 	f := &fixture{emu: emu, vault: emu.AddVault("kv")}
+	var err error
 	if f.v1, err = f.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
 		t.Fatal(err)
 	}

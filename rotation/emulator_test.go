@@ -3,7 +3,6 @@ package rotation_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -32,15 +31,12 @@ type world struct {
 // tests that use it do not run in parallel.
 func newWorld(t testing.TB, servers int) *world {
 	t.Helper()
-	emu, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := testenv.Start(t)
 	t.Setenv("IDENTITY_ENDPOINT", emu.IdentityEndpoint())
 	t.Setenv("IDENTITY_HEADER", emu.IdentityHeader())
 
 	w := &world{emu: emu, vault: emu.AddVault("kv1")}
+	var err error
 	if w.v1, err = w.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -48,14 +44,7 @@ func newWorld(t testing.TB, servers int) *world {
 		t.Fatal(err)
 	}
 	w.key = w.key.Versionless()
-	for i := 1; i <= servers; i++ {
-		id, err := emu.PutServer(emulator.ServerSpec{Name: fmt.Sprintf("relay-%d", i), KeyURL: w.v1.KID})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.ids = append(w.ids, id)
-	}
-
+	w.ids = testenv.Servers(t, emu, servers, w.v1.KID)
 	return w
 }
 
@@ -86,15 +75,7 @@ func (w *world) rotatorWith(t testing.TB, edit func(*rotation.Config)) *rotation
 
 func (w *world) event(t testing.TB, v emulator.KeyVersionInfo) rotation.Event {
 	t.Helper()
-	b, err := json.Marshal(w.emu.KeyEvent(rotation.TypeKeyNewVersionCreated, v, "kv1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := rotation.DecodeEvent(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return testenv.Event(t, w.emu, v, "kv1")
 }
 
 // written returns, per server, the versions its successful PATCHes wrote,

@@ -141,11 +141,7 @@ type scenario struct {
 // newScenario builds the emulator's world for one seed, outside the bubble.
 func newScenario(t *testing.T, seed uint64) *scenario {
 	t.Helper()
-	emu, err := emulator.Start(emulator.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { emu.Close() })
+	emu := testenv.Start(t)
 	t.Setenv("IDENTITY_ENDPOINT", emu.IdentityEndpoint())
 	t.Setenv("IDENTITY_HEADER", emu.IdentityHeader())
 
@@ -189,6 +185,7 @@ func newScenario(t *testing.T, seed uint64) *scenario {
 		doc.Targets = append(doc.Targets, map[string]any{"key": k.ref(), "servers": mapped[k]})
 	}
 	b, _ := json.Marshal(doc)
+	var err error
 	if s.targets, err = rotation.ParseTargets(b); err != nil {
 		t.Fatal(err)
 	}

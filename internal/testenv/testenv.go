@@ -7,6 +7,7 @@ package testenv
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -16,6 +17,47 @@ import (
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
+
+// Start starts an emulator with the default options, closed when the
+// test ends.
+func Start(t testing.TB) *emulator.Emulator {
+	t.Helper()
+	emu, err := emulator.Start(emulator.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emu.Close() })
+	return emu
+}
+
+// Servers creates servers relay-1…relay-n on keyURL and returns their IDs.
+func Servers(t testing.TB, emu *emulator.Emulator, n int, keyURL string) []string {
+	t.Helper()
+	var ids []string
+	for i := 1; i <= n; i++ {
+		id, err := emu.PutServer(emulator.ServerSpec{Name: fmt.Sprintf("relay-%d", i), KeyURL: keyURL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Event decodes the KeyNewVersionCreated event, in the Event Grid schema,
+// that emu would deliver for version v of vault.
+func Event(t testing.TB, emu *emulator.Emulator, v emulator.KeyVersionInfo, vault string) rotation.Event {
+	t.Helper()
+	b, err := json.Marshal(emu.KeyEvent(rotation.TypeKeyNewVersionCreated, v, vault))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rotation.DecodeEvent(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
 
 // Adapters returns azidentity's managed identity credential for emu's
 // user-assigned identity and the Key Vault and Fluid Relay adapters,
