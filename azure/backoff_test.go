@@ -19,10 +19,7 @@ import (
 
 func TestRotate_ConflictThenSuccess(t *testing.T) {
 	f := setup(t, 1)
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, Status: http.StatusConflict,
 		Code: "AnotherOperationInProgress", Times: 2})
 
@@ -62,10 +59,7 @@ func TestRotate_StaleReadsAfterPatch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("%d stale reads", tt.stale), func(t *testing.T) {
 			f := setup(t, 1)
-			v2, err := f.vault.RotateKey("cmk")
-			if err != nil {
-				t.Fatal(err)
-			}
+			v2 := f.newVersion(t)
 			f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, StaleReads: tt.stale})
 
 			synctest.Test(t, func(t *testing.T) {
@@ -95,10 +89,7 @@ func TestRotate_ThrottledServerEndsTheRunInTime(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := setup(t, 50)
-			v2, err := f.vault.RotateKey("cmk")
-			if err != nil {
-				t.Fatal(err)
-			}
+			v2 := f.newVersion(t)
 			f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, PathSuffix: "/relay-37",
 				Status: http.StatusTooManyRequests, RetryAfter: 120 * time.Second})
 			const deadline = 25 * time.Second
@@ -163,10 +154,7 @@ func TestFluidRelay_RetryAfterPastDeadline(t *testing.T) {
 
 func TestRotate_SlowServersReportedAtTheDeadline(t *testing.T) {
 	f := setup(t, 20)
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodGet, Latency: 4 * time.Second})
 	const deadline = 10 * time.Second
 

@@ -174,10 +174,7 @@ func TestPull_RenewsLocksDuringASlowRotation(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			f := setup(t, 1)
-			v2, err := f.vault.RotateKey("cmk")
-			if err != nil {
-				t.Fatal(err)
-			}
+			v2 := f.newVersion(t)
 			f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, Latency: 150 * time.Second, Times: 1})
 
 			synctest.Test(t, func(t *testing.T) {

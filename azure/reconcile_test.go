@@ -16,10 +16,7 @@ import (
 // it forward again, says so, and leaves the others alone.
 func TestReconcile_IaCRevert(t *testing.T) {
 	f := setup(t, 3)
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	r := f.rotator(t, nil)
 	if rep := r.Rotate(t.Context(), rotation.Request{Key: f.key}); !rep.OK() {
 		t.Fatalf("rotation: %+v", rep)

@@ -21,10 +21,7 @@ import (
 
 func TestRotate_NewVersionReachesEveryServer(t *testing.T) {
 	f := setup(t, 3)
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	r := f.rotator(t, nil)
 	f.emu.ResetRequests()
 
@@ -71,10 +68,7 @@ func TestRotate_NewVersionReachesEveryServer(t *testing.T) {
 
 func TestRotate_RepeatedEventsPatchOnce(t *testing.T) {
 	f := setup(t, 3)
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	r := f.rotator(t, nil)
 	e := f.event(t, v2)
 
@@ -91,10 +85,7 @@ func TestRotate_RepeatedEventsPatchOnce(t *testing.T) {
 	}
 
 	// Twenty copies at once, in one batch and in twenty invocations.
-	v3, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v3 := f.newVersion(t)
 	e3 := f.event(t, v3)
 	batch := make([]rotation.Event, 20)
 	for i := range batch {
@@ -122,10 +113,7 @@ func TestRotate_RepeatedEventsPatchOnce(t *testing.T) {
 func TestRotate_NeverBackwards(t *testing.T) {
 	f := setup(t, 2)
 	v2, _ := f.vault.RotateKey("cmk")
-	v3, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v3 := f.newVersion(t)
 	r := f.rotator(t, nil)
 
 	for _, v := range []emulator.KeyVersionInfo{v3, v2} {
@@ -205,10 +193,7 @@ func TestHandleEvents_OddPayloadSameAsClean(t *testing.T) {
 		name := map[bool]string{false: "clean", true: "odd"}[odd]
 		t.Run(name, func(t *testing.T) {
 			f := setup(t, 2)
-			v2, err := f.vault.RotateKey("cmk")
-			if err != nil {
-				t.Fatal(err)
-			}
+			v2 := f.newVersion(t)
 			data := `{"Id":"` + v2.KID + `","VaultName":"kv1","ObjectType":"Key","ObjectName":"cmk","Version":"` + v2.Version + `","NBF":1559081980,"EXP":null}`
 			if odd {
 				data = `{"Id":"` + v2.KID + `","vaultName":"kv1","objectName ":"cmk","Version":" ` + v2.Version + `","NBF":"1559081980","EXP":null}`
@@ -237,10 +222,7 @@ func TestHandleEvents_OddPayloadSameAsClean(t *testing.T) {
 
 func TestHandleEvents_VersionlessIDResolvesToCurrent(t *testing.T) {
 	f := setup(t, 2)
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	e := f.event(t, v2)
 	e.Key.Version = "" // as from "Id": ".../keys/cmk/" with no Version
 	r := f.rotator(t, nil)
@@ -306,10 +288,7 @@ func TestRotate_ServersLeftAlone(t *testing.T) {
 	noCMK, _ := f.emu.PutServer(emulator.ServerSpec{Name: "relay-plain"})
 	oldKey, _ := f.vault.CreateKey("cmk-old", emulator.KeyOptions{})
 	mismatch, _ := f.emu.PutServer(emulator.ServerSpec{Name: "relay-other", KeyURL: oldKey.KID})
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	r := f.rotator(t, func(c *rotation.Config) {
 		c.Targets = f.targets(t, f.ids[0], versionless, noCMK, mismatch)
 	})
@@ -338,10 +317,7 @@ func TestRotate_PreviousVersionDisabled(t *testing.T) {
 	if err := f.vault.SetEnabled("cmk", f.v1.Version, false); err != nil {
 		t.Fatal(err)
 	}
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	r := f.rotator(t, nil)
 
 	rep := r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version)})
@@ -366,10 +342,7 @@ func TestRotate_ServerGone(t *testing.T) {
 	if err := f.emu.DeleteServer(f.ids[1]); err != nil {
 		t.Fatal(err)
 	}
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	r := f.rotator(t, nil)
 
 	rep := r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version)})
@@ -390,10 +363,7 @@ func TestRotate_DryRun(t *testing.T) {
 	for _, where := range []string{"config", "request"} {
 		t.Run(where, func(t *testing.T) {
 			f := setup(t, 2)
-			v2, err := f.vault.RotateKey("cmk")
-			if err != nil {
-				t.Fatal(err)
-			}
+			v2 := f.newVersion(t)
 			r := f.rotator(t, func(c *rotation.Config) { c.DryRun = where == "config" })
 
 			rep := r.Rotate(t.Context(), rotation.Request{Key: f.key, DryRun: where == "request"})
@@ -418,10 +388,7 @@ func TestRotate_DryRun(t *testing.T) {
 
 func TestReconcileAndStatus(t *testing.T) {
 	f := setup(t, 3)
-	v2, err := f.vault.RotateKey("cmk")
-	if err != nil {
-		t.Fatal(err)
-	}
+	v2 := f.newVersion(t)
 	r := f.rotator(t, nil)
 	r.Reconcile(t.Context())
 	// An IaC run puts one server back on v1.

@@ -44,6 +44,17 @@ func setup(t *testing.T, servers int) *fixture {
 	return f
 }
 
+// newVersion creates a new version of cmk, as a person rotating the key
+// would, and returns it.
+func (f *fixture) newVersion(t testing.TB) emulator.KeyVersionInfo {
+	t.Helper()
+	v, err := f.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 func mustKey(t testing.TB, url string) rotation.KeyRef {
 	t.Helper()
 	ref, err := rotation.ParseKeyURL(url)
