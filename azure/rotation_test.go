@@ -2,7 +2,6 @@ package azure_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -16,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -233,19 +233,11 @@ func TestHandleEvents_VersionlessIDResolvesToCurrent(t *testing.T) {
 		t.Errorf("got target %q, want the current version %q", got, v2.Version)
 	}
 	for _, p := range f.patches() {
-		var body struct {
-			Properties struct {
-				Encryption struct {
-					CMK struct {
-						URL string `json:"keyEncryptionKeyUrl"`
-					} `json:"customerManagedKeyEncryption"`
-				} `json:"encryption"`
-			} `json:"properties"`
-		}
-		if err := json.Unmarshal(p.Body, &body); err != nil {
+		url, err := testenv.KeyURL(p.Body)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if ref := mustKey(t, body.Properties.Encryption.CMK.URL); ref.Version == "" {
+		if ref := mustKey(t, url); ref.Version == "" {
 			t.Errorf("PATCH to a versionless URL: %s", p.Body)
 		}
 	}

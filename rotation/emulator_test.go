@@ -2,7 +2,6 @@ package rotation_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync"
@@ -86,17 +85,7 @@ func (w *world) written() map[string][]string {
 		if r.Service != "arm" || r.Method != http.MethodPatch || r.Status != http.StatusOK {
 			continue
 		}
-		var body struct {
-			Properties struct {
-				Encryption struct {
-					CustomerManagedKeyEncryption struct {
-						KeyEncryptionKeyURL string `json:"keyEncryptionKeyUrl"`
-					} `json:"customerManagedKeyEncryption"`
-				} `json:"encryption"`
-			} `json:"properties"`
-		}
-		_ = json.Unmarshal(r.Body, &body)
-		url := body.Properties.Encryption.CustomerManagedKeyEncryption.KeyEncryptionKeyURL
+		url, _ := testenv.KeyURL(r.Body)
 		id := strings.ToLower(r.Path)
 		out[id] = append(out[id], url[strings.LastIndex(url, "/")+1:])
 	}

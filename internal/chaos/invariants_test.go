@@ -1,11 +1,11 @@
 package chaos_test
 
 import (
-	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -60,7 +60,7 @@ func (s *scenario) check(t *testing.T) {
 		s.patches++
 		id := strings.ToLower(r.Path)
 		srv := byID[id]
-		url := patchedURL(r.Body)
+		url, _ := testenv.KeyURL(r.Body)
 		ok(srv != nil && srv.rotates, "PATCH of %s, want none: it is not a pinned subscribed server", r.Path)
 		if srv == nil {
 			continue
@@ -130,18 +130,4 @@ func confirmed(calls []call, line rotatedLine) bool {
 		}
 	}
 	return false
-}
-
-func patchedURL(body []byte) string {
-	var b struct {
-		Properties struct {
-			Encryption struct {
-				CustomerManagedKeyEncryption struct {
-					KeyEncryptionKeyURL string `json:"keyEncryptionKeyUrl"`
-				} `json:"customerManagedKeyEncryption"`
-			} `json:"encryption"`
-		} `json:"properties"`
-	}
-	_ = json.Unmarshal(body, &b)
-	return b.Properties.Encryption.CustomerManagedKeyEncryption.KeyEncryptionKeyURL
 }

@@ -59,6 +59,22 @@ func Event(t testing.TB, emu *emulator.Emulator, v emulator.KeyVersionInfo, vaul
 	return e
 }
 
+// KeyURL returns the key URL a Fluid Relay server's JSON (a PATCH body or
+// an answer) names in properties.encryption.customerManagedKeyEncryption.
+func KeyURL(body []byte) (string, error) {
+	var b struct {
+		Properties struct {
+			Encryption struct {
+				CustomerManagedKeyEncryption struct {
+					KeyEncryptionKeyURL string `json:"keyEncryptionKeyUrl"`
+				} `json:"customerManagedKeyEncryption"`
+			} `json:"encryption"`
+		} `json:"properties"`
+	}
+	err := json.Unmarshal(body, &b)
+	return b.Properties.Encryption.CustomerManagedKeyEncryption.KeyEncryptionKeyURL, err
+}
+
 // Adapters returns azidentity's managed identity credential for emu's
 // user-assigned identity and the Key Vault and Fluid Relay adapters,
 // all with client options co (set co.Transport to reach emu). It points
