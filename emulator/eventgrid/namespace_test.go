@@ -152,6 +152,19 @@ func failed(flts []aznamespaces.FailedLockToken) map[string]string {
 	return out
 }
 
+// wantResponseError fails the test unless err is an *azcore.ResponseError
+// with status and code.
+func wantResponseError(t *testing.T, err error, status int, code string) {
+	t.Helper()
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) {
+		t.Fatalf("got error %v, want *azcore.ResponseError", err)
+	}
+	if re.StatusCode != status || re.ErrorCode != code {
+		t.Errorf("got %d %q, want %d %q", re.StatusCode, re.ErrorCode, status, code)
+	}
+}
+
 func TestPublishReceiveAcknowledge(t *testing.T) {
 	f := newNamespace(t, false, eventgrid.SubscriptionOptions{})
 	ctx := context.Background()
@@ -590,14 +603,7 @@ func TestNamespaceErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.call()
-			var re *azcore.ResponseError
-			if !errors.As(err, &re) {
-				t.Fatalf("got error %v, want *azcore.ResponseError", err)
-			}
-			if re.StatusCode != tt.wantStatus || re.ErrorCode != tt.wantCode {
-				t.Errorf("got %d %q, want %d %q", re.StatusCode, re.ErrorCode, tt.wantStatus, tt.wantCode)
-			}
+			wantResponseError(t, tt.call(), tt.wantStatus, tt.wantCode)
 		})
 	}
 }

@@ -187,14 +187,7 @@ func TestTopicErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.call()
-			var re *azcore.ResponseError
-			if !errors.As(err, &re) {
-				t.Fatalf("got error %v, want *azcore.ResponseError", err)
-			}
-			if re.StatusCode != tt.wantStatus || re.ErrorCode != tt.wantCode {
-				t.Errorf("got %d %q, want %d %q", re.StatusCode, re.ErrorCode, tt.wantStatus, tt.wantCode)
-			}
+			wantResponseError(t, tt.call(), tt.wantStatus, tt.wantCode)
 		})
 	}
 	if n := len(grid.Events()) + len(ce.Events()); n != 0 {
