@@ -33,9 +33,13 @@ func classify(op string, err error) error {
 			return fmt.Errorf("%s: %w: %w", op, rotation.ErrNotFound, err)
 		case code == http.StatusForbidden && keyDisabled(re):
 			return fmt.Errorf("%s: %w: %w", op, rotation.ErrDisabled, err)
-		case code == http.StatusTooManyRequests && retryAfter(re.RawResponse) > 0:
+		case code == http.StatusTooManyRequests && pastDeadline(re.RawResponse):
+			// Only a wait past the deadline stops the rotation's other
+			// servers; a shorter one was retried and ran out of tries.
 			return fmt.Errorf("%s: %w", op, &rotation.RetryAfterError{After: retryAfter(re.RawResponse), Err: err})
-		case code == http.StatusRequestTimeout, code == http.StatusConflict, code == http.StatusTooManyRequests,
+		case code == http.StatusTooManyRequests:
+			return fmt.Errorf("%s: %w: %w: %w", op, rotation.ErrRetryable, rotation.ErrThrottled, err)
+		case code == http.StatusRequestTimeout, code == http.StatusConflict,
 			code >= 500, code == http.StatusUnauthorized, code == http.StatusForbidden:
 			return fmt.Errorf("%s: %w: %w", op, rotation.ErrRetryable, err)
 		}
@@ -233,10 +237,12 @@ func retryAfter(resp *http.Response) time.Duration {
 // Retry settings shared by both adapters. Retries are azcore's; these
 // values bound them to fit one Event Grid delivery (30 s).
 const (
-	// Four retries at 0.5 s doubling (about 7.5 s in all) ride out a
-	// throttling burst or an in-flight ARM update without using up the
-	// default 25 s deadline.
-	retryMax   = 4
+	// azcore waits (2^try − 1) × RetryDelay before try n, jittered by
+	// 0.8–1.3: three retries from 0.5 s wait 0.5 + 1.5 + 3.5 = 5.5 s
+	// (at most about 7 s), riding out a throttling burst or an in-flight
+	// ARM update and leaving most of the default 25 s deadline for the
+	// PATCH and its confirmation.
+	retryMax   = 3
 	retryDelay = 500 * time.Millisecond
 	// A Retry-After longer than 15 s is better answered by Event Grid's
 	// own redelivery (10 s, 30 s, 1 min, …) than by holding the call.

@@ -20,6 +20,9 @@ var (
 	// ErrDisabled: the key version exists but is disabled, so Key Vault
 	// refuses to describe it. Final.
 	ErrDisabled = errors.New("disabled")
+
+	// ErrThrottled: Azure answered 429. Always comes with ErrRetryable.
+	ErrThrottled = errors.New("throttled")
 )
 
 // KeyVersion is one version of a Key Vault key as the vault describes it.
@@ -86,7 +89,7 @@ func (e *RetryAfterError) Error() string {
 	return "throttled, retry after " + e.After.String() + ": " + e.Err.Error()
 }
 
-func (e *RetryAfterError) Unwrap() []error { return []error{ErrRetryable, e.Err} }
+func (e *RetryAfterError) Unwrap() []error { return []error{ErrRetryable, ErrThrottled, e.Err} }
 
 type noWaitKey struct{}
 

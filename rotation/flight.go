@@ -16,8 +16,8 @@ import (
 // exactly: the same options and the same explicit version, since a
 // rotation resolves "the current version" when it starts and a request for
 // it made later may mean a newer one. Otherwise it joins a queued flight
-// with the same options (event requests for different versions merge into
-// one for the current version, which is at least as new as each of them)
+// with the same options (event requests for different versions merge: the
+// flight then targets the newest of their versions and the current one)
 // or queues a new one. A request never receives the report of a rotation
 // with other options: a dry run or a manual request is not answered by an
 // event's rotation.
@@ -46,9 +46,19 @@ func sameOptions(a, b Request) bool {
 	return a.Manual == b.Manual && a.AllowOlder == b.AllowOlder && a.DryRun == b.DryRun
 }
 
-// answers reports whether the running flight f answers req exactly.
+// answers reports whether the running flight f answers req exactly: the
+// same options, and every version req names among f's.
 func (f *flight) answers(req Request) bool {
-	return sameOptions(f.req, req) && req.Key.Version != "" && strings.EqualFold(f.req.Key.Version, req.Key.Version)
+	if !sameOptions(f.req, req) || req.Key.Version == "" {
+		return false
+	}
+	have := f.req.versions()
+	for _, v := range req.versions() {
+		if !slices.ContainsFunc(have, func(w string) bool { return strings.EqualFold(v, w) }) {
+			return false
+		}
+	}
+	return true
 }
 
 // absorb merges req into the queued flight f, when it can.
@@ -56,12 +66,10 @@ func (f *flight) absorb(req Request) bool {
 	switch {
 	case !sameOptions(f.req, req):
 		return false
-	case strings.EqualFold(f.req.Key.Version, req.Key.Version):
-		return true
-	case req.Manual:
+	case req.Manual && !strings.EqualFold(f.req.Key.Version, req.Key.Version):
 		return false // a person named a version: exactly that one
 	}
-	f.req.Key.Version = "" // events for several versions: the current one
+	f.req.merge(req)
 	return true
 }
 
@@ -132,12 +140,7 @@ func (r *Rotator) await(ctx context.Context, t Target, f *flight) Report {
 			req := f.req
 			r.mu.Unlock()
 
-			rep := r.rotate(ctx, t, req)
-			r.mu.Lock()
-			f.report = rep
-			close(f.done)
-			r.advance(f.q)
-			r.mu.Unlock()
+			rep := r.fly(ctx, t, f, req)
 			return rep.clone()
 
 		case <-ctx.Done():
@@ -146,6 +149,21 @@ func (r *Rotator) await(ctx context.Context, t Target, f *flight) Report {
 				ErrorKind: KindBusy, Retryable: true, Servers: []ServerResult{}}
 		}
 	}
+}
+
+// fly runs f's rotation and hands the turn on, even when the rotation
+// panics: a key's queue must never stay blocked.
+func (r *Rotator) fly(ctx context.Context, t Target, f *flight, req Request) (rep Report) {
+	rep = Report{Key: t.Key.String(), Error: "rotation aborted", ErrorKind: KindUpstream,
+		Retryable: true, Servers: []ServerResult{}}
+	defer func() {
+		r.mu.Lock()
+		f.report = rep
+		close(f.done)
+		r.advance(f.q)
+		r.mu.Unlock()
+	}()
+	return r.rotate(ctx, t, req)
 }
 
 // leave removes one waiter from f; when it was the last and f has not

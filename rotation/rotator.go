@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,26 @@ type Request struct {
 	DryRun     bool // decide and report, write nothing (besides Config.DryRun)
 	AllowOlder bool // with Manual only: a server may move to an older version
 	Manual     bool // a person asked (HTTP or command line), not an event
+
+	// also holds the versions of other events merged into this request;
+	// the target is the newest valid one of them, Key's and the current.
+	also []string
+}
+
+// versions returns the distinct versions the request names.
+func (req Request) versions() []string {
+	var vs []string
+	for _, v := range append([]string{req.Key.Version}, req.also...) {
+		if v != "" && !slices.ContainsFunc(vs, func(w string) bool { return strings.EqualFold(v, w) }) {
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
+
+// merge folds the versions o names into req.
+func (req *Request) merge(o Request) {
+	req.also = append(req.also, o.versions()...)
 }
 
 // Rotate rotates the servers subscribed to req.Key within Config.Deadline
@@ -171,30 +192,52 @@ func (r *Rotator) rotate(ctx context.Context, t Target, req Request) Report {
 }
 
 // resolve reads the key and chooses the target version: exactly the
-// requested version for a manual request, otherwise the later of the
-// event's version and the current one. An invalid target is an error.
+// requested version for a manual request, otherwise the newest (by
+// creation) of the current version and the events' versions. An invalid
+// target is an error.
 func (r *Rotator) resolve(ctx context.Context, key KeyRef, req Request) (*plan, error) {
 	key = key.Versionless()
-	cur, err := r.cfg.Keys.Key(ctx, key)
+	cur, err := r.version(ctx, key, key)
 	if err != nil {
-		return nil, fmt.Errorf("read current version of %s: %w", key, err)
+		return nil, fmt.Errorf("read current version: %w", err)
 	}
 	p := &plan{key: key, target: cur, current: cur.Ref.Version, allowOlder: req.AllowOlder,
 		dryRun: req.DryRun, trust: !req.Manual && req.Key.Version != "", now: time.Now()}
 
-	if v := req.Key.Version; v != "" && !strings.EqualFold(v, cur.Ref.Version) {
-		ev, err := r.cfg.Keys.Key(ctx, key.WithVersion(v))
+	for _, v := range req.versions() {
+		if strings.EqualFold(v, cur.Ref.Version) {
+			continue
+		}
+		ev, err := r.version(ctx, key, key.WithVersion(v))
 		switch {
-		case err == nil && (req.Manual || Newer(ev, cur, cur.Ref.Version)):
+		case err == nil && (req.Manual || Newer(ev, p.target, cur.Ref.Version)):
 			p.target = ev
 		case err != nil && (req.Manual || retryable(err)):
-			return nil, fmt.Errorf("read version %s of %s: %w", v, key, err)
+			return nil, fmt.Errorf("read version %s: %w", v, err)
 		}
 	}
 	if err := CheckTarget(p.target, p.now); err != nil {
 		return nil, fmt.Errorf("refuse target of %s: %w", key, targetError{err})
 	}
 	return p, nil
+}
+
+// version reads ref, a version of key (the current one when ref has no
+// version), and names it by the map's spelling of key: whatever Key Vault
+// answers, a PATCH can only ever write a version of the key the map
+// names. A disabled version is an invalid target.
+func (r *Rotator) version(ctx context.Context, key, ref KeyRef) (KeyVersion, error) {
+	v, err := r.cfg.Keys.Key(ctx, ref)
+	switch {
+	case errors.Is(err, ErrDisabled):
+		return KeyVersion{}, targetError{err}
+	case err != nil:
+		return KeyVersion{}, err
+	case !v.Ref.SameKey(key) || v.Ref.Version == "" || ref.Version != "" && !strings.EqualFold(v.Ref.Version, ref.Version):
+		return KeyVersion{}, fmt.Errorf("key vault described %s when asked for %s", v.Ref, ref)
+	}
+	v.Ref = key.WithVersion(v.Ref.Version)
+	return v, nil
 }
 
 // fanOut runs fn for every server with at most limit at once, starting
@@ -267,11 +310,6 @@ func (r *Rotator) unreached(p *plan, id, reason string) ServerResult {
 // server reads, decides, and if needed patches and confirms one server.
 func (r *Rotator) server(ctx context.Context, p *plan, id string) ServerResult {
 	res := r.serverOnce(ctx, p, id)
-	if res.Outcome == Failed && res.Retryable && r.trusted(p, id) {
-		// Throttled or timed out on a server this process confirmed
-		// recently and has not seen elsewhere since.
-		return r.unreached(p, id, res.Reason)
-	}
 	if !p.dryRun && (res.Outcome == Rotated || res.Outcome == Current) {
 		r.confirmed.remember(id, p.target.Ref.Version, time.Now())
 	}
@@ -344,6 +382,11 @@ func (p *plan) needsPrevious(s Server) (string, bool) {
 }
 
 func (r *Rotator) failed(ctx context.Context, log *slog.Logger, p *plan, id, prev, op string, err error) ServerResult {
+	if r.trusted(p, id) && (errors.Is(err, ErrThrottled) || errors.Is(err, context.DeadlineExceeded)) {
+		// Throttled, or out of time, on a server this process confirmed
+		// recently and has not seen elsewhere since.
+		return r.unreached(p, id, op+": "+err.Error())
+	}
 	if ra, ok := errors.AsType[*RetryAfterError](err); ok {
 		p.throttled.CompareAndSwap(nil, ra)
 	}

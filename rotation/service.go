@@ -36,10 +36,9 @@ func (r *Rotator) HandleEvents(ctx context.Context, events []Event) []EventResul
 	defer cancel()
 
 	type group struct {
-		key     KeyRef
-		events  []int
-		version string // the events' common version; "" when they differ
-		report  *Report
+		req    Request // the first event's version, the others' merged in
+		events []int
+		report *Report
 	}
 	results := make([]EventResult, len(events))
 	groups := make(map[string]*group)
@@ -74,14 +73,11 @@ func (r *Rotator) HandleEvents(ctx context.Context, events []Event) []EventResul
 
 		g, ok := groups[e.Key.ID()]
 		if !ok {
-			g = &group{key: e.Key.Versionless(), version: e.Key.Version}
+			g = &group{req: Request{Key: e.Key}}
 			groups[e.Key.ID()] = g
 			order = append(order, g)
-		}
-		if !strings.EqualFold(g.version, e.Key.Version) {
-			// Several versions: the current version is at least as new
-			// as each of them.
-			g.version = ""
+		} else {
+			g.req.merge(Request{Key: e.Key})
 		}
 		g.events = append(g.events, i)
 	}
@@ -89,7 +85,7 @@ func (r *Rotator) HandleEvents(ctx context.Context, events []Event) []EventResul
 	var wg sync.WaitGroup
 	for _, g := range order {
 		wg.Go(func() {
-			rep := r.Rotate(ctx, Request{Key: g.key.WithVersion(g.version)})
+			rep := r.Rotate(ctx, g.req)
 			g.report = &rep
 		})
 	}
