@@ -70,15 +70,12 @@ func seed(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w.key = w.vault.URL() + "/keys/cmk"
-	for _, s := range []struct{ name, url string }{
-		{"relay-1", w.v1.KID}, {"relay-2", w.v1.KID}, {"relay-3", w.v1.KID}, {"relay-follow", w.key},
-	} {
-		id, err := emu.PutServer(emulator.ServerSpec{Name: s.name, KeyURL: s.url})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.ids = append(w.ids, id)
+	w.ids = testenv.Servers(t, emu, 3, w.v1.KID)
+	follow, err := emu.PutServer(emulator.ServerSpec{Name: "relay-follow", KeyURL: w.key})
+	if err != nil {
+		t.Fatal(err)
 	}
+	w.ids = append(w.ids, follow)
 	return w
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -54,9 +53,7 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.key = mustKey(t, f.v1.KID).Versionless()
-	for i := 1; i <= 3; i++ {
-		f.ids = append(f.ids, f.putServer(t, fmt.Sprintf("relay-%d", i), f.v1.KID))
-	}
+	f.ids = testenv.Servers(t, emu, 3, f.v1.KID)
 	f.follow = f.putServer(t, "relay-follow", f.key.String())
 
 	targets := testenv.Targets(t, f.key.String(), append(append([]string{}, f.ids...), f.follow)...)
