@@ -1,6 +1,8 @@
 package rotation_test
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +86,87 @@ func TestStatus_BlockedServers(t *testing.T) {
 		if s.State != rotation.StateVersionless && s.Error == "" {
 			t.Errorf("%s: got no error, want one that says what to do", s.ID)
 		}
+	}
+}
+
+// laggingKeys answers an older version as the key's current one, as a
+// Key Vault replica that has not yet seen the newest version would.
+type laggingKeys struct {
+	rotation.Keys
+	current rotation.KeyRef
+}
+
+func (k laggingKeys) Key(ctx context.Context, ref rotation.KeyRef) (rotation.KeyVersion, error) {
+	if ref.Version == "" {
+		ref = k.current
+	}
+	return k.Keys.Key(ctx, ref)
+}
+
+// Events for two versions handled together target the newer of them even
+// when Key Vault still calls the older one current.
+func TestHandleEvents_MergedVersionsKeepTheNewest(t *testing.T) {
+	w := newWorld(t, 2)
+	v2, err := w.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v3, err := w.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := w.rotatorWith(t, func(c *rotation.Config) {
+		c.Keys = laggingKeys{Keys: c.Keys, current: w.key.WithVersion(v2.Version)}
+	})
+
+	results := r.HandleEvents(t.Context(), []rotation.Event{w.event(t, v3), w.event(t, v2)})
+
+	if rep := results[0].Report; rep == nil || rep.TargetVersion != v3.Version {
+		t.Fatalf("got report %+v, want target %s", rep, v3.Version)
+	}
+	for _, id := range w.ids {
+		if got, _ := w.emu.ServerKeyURL(id); got != v3.KID {
+			t.Errorf("%s: got %s, want %s", id, got, v3.KID)
+		}
+	}
+}
+
+// panicky panics when it reads one server.
+type panicky struct {
+	rotation.Servers
+	id string
+}
+
+func (p panicky) Get(ctx context.Context, id string) (rotation.Server, error) {
+	if id == p.id {
+		panic("boom")
+	}
+	return p.Servers.Get(ctx, id)
+}
+
+// A panic while handling one server fails that server only; the others
+// are rotated and the key's queue moves on.
+func TestRotate_PanicFailsOneServer(t *testing.T) {
+	w := newWorld(t, 3)
+	v2, err := w.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := w.rotatorWith(t, func(c *rotation.Config) { c.Servers = panicky{Servers: c.Servers, id: w.ids[1]} })
+
+	rep := r.Rotate(t.Context(), rotation.Request{Key: w.key.WithVersion(v2.Version)})
+
+	want := map[string]rotation.Outcome{w.ids[0]: rotation.Rotated, w.ids[1]: rotation.Failed, w.ids[2]: rotation.Rotated}
+	for _, s := range rep.Servers {
+		if s.Outcome != want[s.ID] {
+			t.Errorf("%s: got %s (%s), want %s", s.ID, s.Outcome, s.Reason, want[s.ID])
+		}
+		if s.ID == w.ids[1] && (s.Retryable || !strings.Contains(s.Reason, "boom")) {
+			t.Errorf("%s: got %+v, want a final failure naming the panic", s.ID, s)
+		}
+	}
+	again := r.Rotate(t.Context(), rotation.Request{Key: w.key})
+	if len(again.Servers) != 3 {
+		t.Errorf("second rotation: got %+v, want one that ran", again)
 	}
 }

@@ -26,6 +26,8 @@ func (a Action) String() string {
 // strings: reports and logs carry them.
 const (
 	ReasonCurrent         = "already on the target version"
+	ReasonUnsettled       = "on the target version, but its update has not settled"
+	ReasonProvisionFailed = "on the target version, but its provisioning failed"
 	ReasonConfirmed       = "confirmed on the target by this process within 15m; not read again before the deadline"
 	ReasonNoCMK           = "no customer-managed key"
 	ReasonMismatch        = "mismatch"
@@ -61,6 +63,9 @@ type Decision struct {
 	// PreviousVersion is the version the server is on; empty when it is
 	// versionless or on another key.
 	PreviousVersion string
+	// Retryable: for a Failed outcome, whether a later attempt could
+	// succeed without a person.
+	Retryable bool
 }
 
 // Decide applies the rotation rules to one server. It is pure: the same
@@ -68,7 +73,8 @@ type Decision struct {
 //
 // In order: a server without a customer-managed key, on another vault or
 // key, or on a versionless URL is skipped; a server on the target is
-// current; a server on a newer version is skipped unless AllowOlder; a
+// current when its provisioningState is Succeeded (failed otherwise,
+// retryable while the update may still settle); a server on a newer version is skipped unless AllowOlder; a
 // server whose version is disabled, expired or gone fails finally, since
 // Fluid Relay refuses the update; anything else is patched.
 func Decide(in Input) Decision {
@@ -88,7 +94,17 @@ func Decide(in Input) Decision {
 
 	d := Decision{PreviousVersion: ref.Version}
 	if strings.EqualFold(ref.Version, in.Target.Ref.Version) {
-		d.Outcome, d.Reason = Current, ReasonCurrent
+		// On the target, but current only once Resource Manager says the
+		// update succeeded: an update in flight may still settle, a
+		// failed one needs a person.
+		switch st := in.Server.ProvisioningState; {
+		case strings.EqualFold(st, "Succeeded"):
+			d.Outcome, d.Reason = Current, ReasonCurrent
+		case strings.EqualFold(st, "Failed"), strings.EqualFold(st, "Canceled"):
+			d.Outcome, d.Reason = Failed, ReasonProvisionFailed+": provisioningState "+st
+		default:
+			d.Outcome, d.Reason, d.Retryable = Failed, ReasonUnsettled+": provisioningState "+st, true
+		}
 		return d
 	}
 

@@ -35,6 +35,11 @@ func on(url string) rotation.Server {
 	return rotation.Server{ID: relayEU, KeyURL: url, ProvisioningState: "Succeeded"}
 }
 
+func provisioning(s rotation.Server, state string) rotation.Server {
+	s.ProvisioningState = state
+	return s
+}
+
 func TestDecide(t *testing.T) {
 	tests := []struct {
 		rule string
@@ -50,6 +55,18 @@ func TestDecide(t *testing.T) {
 			rule: "a server already on the target is current, nothing written",
 			in:   rotation.Input{Server: on(kv1 + "v2"), Target: v2, Current: "v2"},
 			want: rotation.Decision{Outcome: rotation.Current, Reason: rotation.ReasonCurrent, PreviousVersion: "v2"},
+		},
+		{
+			rule: "a server on the target whose update has not settled is not current yet, and may settle",
+			in:   rotation.Input{Server: provisioning(on(kv1+"v2"), "Updating"), Target: v2, Current: "v2"},
+			want: rotation.Decision{Outcome: rotation.Failed, Retryable: true, PreviousVersion: "v2",
+				Reason: rotation.ReasonUnsettled + ": provisioningState Updating"},
+		},
+		{
+			rule: "a server on the target whose provisioning failed needs a person",
+			in:   rotation.Input{Server: provisioning(on(kv1+"v2"), "Failed"), Target: v2, Current: "v2"},
+			want: rotation.Decision{Outcome: rotation.Failed, PreviousVersion: "v2",
+				Reason: rotation.ReasonProvisionFailed + ": provisioningState Failed"},
 		},
 		{
 			rule: "version and key name compare without case",

@@ -153,12 +153,11 @@ func (e *Event) decodeKeyData(body []byte) error {
 	e.Key = key
 	e.VaultName = strings.TrimSpace(str(d["vaultname"]))
 
-	if e.NotBefore, err = unixTime(d["nbf"]); err != nil {
-		return fmt.Errorf("data: NBF: %w", err)
-	}
-	if e.Expires, err = unixTime(d["exp"]); err != nil {
-		return fmt.Errorf("data: EXP: %w", err)
-	}
+	// NBF and EXP are informational: validity is always read from Key
+	// Vault, so a value that is not a time is left out, never a reason
+	// to drop the event.
+	e.NotBefore, _ = unixTime(d["nbf"])
+	e.Expires, _ = unixTime(d["exp"])
 	return nil
 }
 

@@ -2,6 +2,8 @@ package rotation
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 )
@@ -152,11 +154,15 @@ func (r *Rotator) await(ctx context.Context, t Target, f *flight) Report {
 }
 
 // fly runs f's rotation and hands the turn on, even when the rotation
-// panics: a key's queue must never stay blocked.
+// panics: a key's queue must never stay blocked, nor the process die.
 func (r *Rotator) fly(ctx context.Context, t Target, f *flight, req Request) (rep Report) {
-	rep = Report{Key: t.Key.String(), Error: "rotation aborted", ErrorKind: KindUpstream,
-		Retryable: true, Servers: []ServerResult{}}
 	defer func() {
+		if v := recover(); v != nil {
+			r.log.ErrorContext(ctx, "rotation aborted: internal error", "key_name", t.Key.Name,
+				"err", fmt.Sprint(v), "stack", string(debug.Stack()))
+			rep = Report{Key: t.Key.String(), Error: fmt.Sprintf("rotation aborted: internal error: %v", v),
+				ErrorKind: KindUpstream, Servers: []ServerResult{}}
+		}
 		r.mu.Lock()
 		f.report = rep
 		close(f.done)

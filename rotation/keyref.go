@@ -43,7 +43,9 @@ func ParseKeyURL(s string) (KeyRef, error) {
 	if len(parts) < 3 || len(parts) > 4 || parts[0] != "" || !strings.EqualFold(parts[1], "keys") {
 		return KeyRef{}, fmt.Errorf("parse key URL %q: want https://{vault}/keys/{name}[/{version}]", s)
 	}
-	ref := KeyRef{Vault: strings.ToLower(u.Host), Name: parts[2]}
+	// https's default port names the same vault as no port.
+	host := strings.TrimSuffix(strings.ToLower(u.Host), ":443")
+	ref := KeyRef{Vault: host, Name: parts[2]}
 	if len(parts) == 4 {
 		ref.Version = parts[3]
 	}

@@ -18,6 +18,7 @@ func TestParseKeyURL(t *testing.T) {
 		{"https://hsm1.managedhsm.azure.net/keys/k1/v1", rotation.KeyRef{Vault: "hsm1.managedhsm.azure.net", Name: "k1", Version: "v1"}},
 		{"https://kv.vault.azure.cn/keys/k/v", rotation.KeyRef{Vault: "kv.vault.azure.cn", Name: "k", Version: "v"}},
 		{"https://127.0.0.1:8443/keys/k/v", rotation.KeyRef{Vault: "127.0.0.1:8443", Name: "k", Version: "v"}},
+		{"https://kv1.vault.azure.net:443/keys/k1", rotation.KeyRef{Vault: "kv1.vault.azure.net", Name: "k1"}},
 		{" https://kv1.vault.azure.net/keys/k1/v2 ", rotation.KeyRef{Vault: "kv1.vault.azure.net", Name: "k1", Version: "v2"}},
 	}
 	for _, tt := range tests {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -308,8 +309,17 @@ func (r *Rotator) unreached(p *plan, id, reason string) ServerResult {
 }
 
 // server reads, decides, and if needed patches and confirms one server.
-func (r *Rotator) server(ctx context.Context, p *plan, id string) ServerResult {
-	res := r.serverOnce(ctx, p, id)
+// A panic is reported as that server's failure, so that one bad server
+// never takes the others (or the process) down with it.
+func (r *Rotator) server(ctx context.Context, p *plan, id string) (res ServerResult) {
+	defer func() {
+		if v := recover(); v != nil {
+			r.log.ErrorContext(ctx, "server not rotated: internal error", "server_id", id,
+				"err", fmt.Sprint(v), "stack", string(debug.Stack()))
+			res = ServerResult{ID: id, Outcome: Failed, Reason: fmt.Sprintf("internal error: %v", v)}
+		}
+	}()
+	res = r.serverOnce(ctx, p, id)
 	if !p.dryRun && (res.Outcome == Rotated || res.Outcome == Current) {
 		r.confirmed.remember(id, p.target.Ref.Version, time.Now())
 	}
@@ -344,10 +354,11 @@ func (r *Rotator) serverOnce(ctx context.Context, p *plan, id string) ServerResu
 
 	d := Decide(in)
 	res := ServerResult{ID: id, Outcome: d.Outcome, Reason: d.Reason,
-		PreviousVersion: d.PreviousVersion, Version: d.PreviousVersion}
+		PreviousVersion: d.PreviousVersion, Version: d.PreviousVersion, Retryable: d.Retryable}
 	switch {
 	case d.Action == Leave && d.Outcome == Failed:
-		log.ErrorContext(ctx, "server cannot be rotated", "previous_version", d.PreviousVersion, "reason", d.Reason)
+		log.ErrorContext(ctx, "server cannot be rotated", "previous_version", d.PreviousVersion,
+			"reason", d.Reason, "retryable", d.Retryable)
 		return res
 	case d.Action == Leave:
 		log.InfoContext(ctx, "server left alone", "outcome", d.Outcome, "previous_version", d.PreviousVersion, "reason", d.Reason)

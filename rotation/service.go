@@ -112,14 +112,34 @@ func Reports(results []EventResult) []Report {
 	return reps
 }
 
+// reconcileBudget bounds one Reconcile: the Functions host kills the
+// whole handler (every invocation in flight with it) when a function
+// runs past functionTimeout, 5 minutes on Consumption plans.
+const reconcileBudget = 4 * time.Minute
+
+// reconcileKeys is how many keys Reconcile rotates at once.
+const reconcileKeys = 4
+
 // Reconcile brings every subscribed key's servers to the key's current
-// version, one key after another, each within Config.Deadline.
+// version, a few keys at a time, each within Config.Deadline, all within
+// reconcileBudget; a key not started by then is reported retryable.
 func (r *Rotator) Reconcile(ctx context.Context) []Report {
-	var reports []Report
-	for _, t := range r.cfg.Targets.All() {
-		reports = append(reports, r.Rotate(ctx, Request{Key: t.Key}))
+	ctx, cancel := context.WithTimeout(ctx, reconcileBudget)
+	defer cancel()
+
+	targets := r.cfg.Targets.All()
+	ids := make([]string, len(targets))
+	byID := make(map[string]Target, len(targets))
+	for i, t := range targets {
+		ids[i] = t.Key.String()
+		byID[ids[i]] = t
 	}
-	return reports
+	return fanOut(ctx, reconcileKeys, ids, nil,
+		func(ctx context.Context, id string) Report { return r.Rotate(ctx, Request{Key: byID[id].Key}) },
+		func(id string) Report {
+			return Report{Key: id, Error: "not reached before the end of the reconcile budget",
+				ErrorKind: KindBusy, Retryable: true, Servers: []ServerResult{}}
+		})
 }
 
 // Status describes every subscribed key and its servers without changing
@@ -167,6 +187,9 @@ const (
 	StateExpired  = "expired"
 	// StateNotFound: Resource Manager has no such server.
 	StateNotFound = "not-found"
+	// StateUnsettled: on the current version, but its provisioningState
+	// is not Succeeded (an update in flight, or one that failed).
+	StateUnsettled = "unsettled"
 )
 
 // Status reads every subscribed key and server within Config.Deadline.
@@ -260,6 +283,9 @@ func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, 
 	}
 	if strings.EqualFold(ref.Version, cur.Ref.Version) {
 		st.State = StateCurrent
+		if !strings.EqualFold(s.ProvisioningState, "Succeeded") {
+			st.State, st.Error = StateUnsettled, "provisioningState "+s.ProvisioningState
+		}
 		return st
 	}
 	st.State = StateLagging
