@@ -642,8 +642,8 @@ func containsLine(lines []string, s string) bool {
 	return false
 }
 
-// undecodable returns ev, an event as JSON, with data.NBF set to a value
-// no decoder can read as a time.
+// undecodable returns ev, an event as JSON, whose data.Id names a secret,
+// not a key.
 func undecodable(t *testing.T, ev any) map[string]any {
 	t.Helper()
 	var m map[string]any
@@ -651,7 +651,7 @@ func undecodable(t *testing.T, ev any) map[string]any {
 		t.Fatal(err)
 	}
 	m["id"] = "bad-" + m["id"].(string)
-	m["data"].(map[string]any)["NBF"] = "soon"
+	m["data"].(map[string]any)["Id"] = "https://kv.vault.azure.net/secrets/cmk/0123456789abcdef0123456789abcdef"
 	return m
 }
 
@@ -682,8 +682,8 @@ func TestReplayUndecodableEvent(t *testing.T) {
 		t.Errorf("event 0: got %+v, want a successful rotation to %s", got.Results[0], nv.Version)
 	}
 	if r := got.Results[1]; r.EventID != bad["id"] || r.Report != nil || !strings.HasPrefix(r.Ignored, "undecodable: ") ||
-		!strings.Contains(r.Ignored, "NBF") {
-		t.Errorf("event 1: got %+v, want id %s ignored as undecodable, naming NBF", r, bad["id"])
+		!strings.Contains(r.Ignored, "secrets") {
+		t.Errorf("event 1: got %+v, want id %s ignored as undecodable, naming the secret Id", r, bad["id"])
 	}
 	for _, id := range f.ids {
 		if got := f.keyURL(t, id); got != nv.KID {
