@@ -105,3 +105,12 @@ func IsNoWait(ctx context.Context) bool {
 	v, _ := ctx.Value(noWaitKey{}).(bool)
 	return v
 }
+
+// Locker serialises the rotations of one key across processes.
+// Implementations are safe for concurrent use.
+type Locker interface {
+	// Lock blocks until this process holds the lock named key or ctx
+	// ends, and returns the function that releases it. A lock whose
+	// holder dies expires by itself within a minute or so.
+	Lock(ctx context.Context, key string) (unlock func(), err error)
+}

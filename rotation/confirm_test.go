@@ -2,7 +2,9 @@ package rotation_test
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,5 +170,71 @@ func TestRotate_PanicFailsOneServer(t *testing.T) {
 	again := r.Rotate(t.Context(), rotation.Request{Key: w.key})
 	if len(again.Servers) != 3 {
 		t.Errorf("second rotation: got %+v, want one that ran", again)
+	}
+}
+
+// recordingLocker grants locks and records what was locked and whether a
+// PATCH happened while the lock was held.
+type recordingLocker struct {
+	mu      sync.Mutex
+	held    map[string]bool
+	locked  []string
+	refuse  error
+	patched []bool // per SetKeyURL: was some lock held
+}
+
+func (l *recordingLocker) Lock(ctx context.Context, key string) (func(), error) {
+	if l.refuse != nil {
+		return nil, l.refuse
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.held[key], l.locked = true, append(l.locked, key)
+	return func() { l.mu.Lock(); delete(l.held, key); l.mu.Unlock() }, nil
+}
+
+type lockWatch struct {
+	rotation.Servers
+	l *recordingLocker
+}
+
+func (w lockWatch) SetKeyURL(ctx context.Context, id, url string) (rotation.Server, error) {
+	w.l.mu.Lock()
+	w.l.patched = append(w.l.patched, len(w.l.held) > 0)
+	w.l.mu.Unlock()
+	return w.Servers.SetKeyURL(ctx, id, url)
+}
+
+// With a Locker, a rotation writes only while it holds the key's lock,
+// and a lock it cannot get postpones the rotation without a call to Azure.
+func TestRotate_Locker(t *testing.T) {
+	w := newWorld(t, 2)
+	v2, err := w.vault.RotateKey("cmk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &recordingLocker{held: map[string]bool{}}
+	r := w.rotatorWith(t, func(c *rotation.Config) {
+		c.Locker, c.Servers = l, lockWatch{Servers: c.Servers, l: l}
+	})
+
+	if rep := r.Rotate(t.Context(), rotation.Request{Key: w.key.WithVersion(v2.Version)}); !rep.OK() {
+		t.Fatalf("got %+v, want the servers rotated", rep)
+	}
+	if len(l.locked) != 1 || l.locked[0] != w.key.ID() {
+		t.Errorf("got locks %q, want one for %s", l.locked, w.key.ID())
+	}
+	if len(l.patched) != 2 || !l.patched[0] || !l.patched[1] {
+		t.Errorf("got PATCHes under the lock %v, want both under it", l.patched)
+	}
+	if len(l.held) != 0 {
+		t.Errorf("got locks still held %v, want none", l.held)
+	}
+
+	l.refuse = errors.New("lease already present")
+	w.emu.ResetRequests()
+	rep := r.Rotate(t.Context(), rotation.Request{Key: w.key})
+	if rep.ErrorKind != rotation.KindBusy || !rep.Retryable || len(w.emu.Requests()) != 0 {
+		t.Errorf("got %+v and %d requests, want a retryable busy report and no call to Azure", rep, len(w.emu.Requests()))
 	}
 }

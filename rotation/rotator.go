@@ -43,6 +43,10 @@ type Config struct {
 	Deadline    time.Duration // time budget of one call; zero: 25 s
 	DryRun      bool          // decide and report, write nothing
 	Logger      *slog.Logger  // nil: discard
+
+	// Locker serialises the rotations of a key across processes (the
+	// Function App's instances); nil: within this process only.
+	Locker Locker
 }
 
 // Rotator brings the servers of subscribed keys to the newest valid key
@@ -50,7 +54,8 @@ type Config struct {
 // process, rotations of one key never overlap: a request that arrives
 // while the key is being rotated waits, and then runs or joins one
 // follow-up rotation, so that a version created mid-rotation is never lost
-// and no two rotations of a key write to its servers at once.
+// and no two rotations of a key write to its servers at once. With a
+// Locker, the same holds across processes.
 type Rotator struct {
 	cfg Config
 	log *slog.Logger
@@ -164,6 +169,18 @@ func (r *Rotator) rotate(ctx context.Context, t Target, req Request) Report {
 	start := time.Now()
 
 	rep := Report{Key: t.Key.String(), DryRun: req.DryRun, Servers: []ServerResult{}}
+	if r.cfg.Locker != nil && !req.DryRun {
+		// Resolve under the lock too: the holder before us may have
+		// written a newer version than the one we would resolve now.
+		unlock, err := r.cfg.Locker.Lock(ctx, t.Key.ID())
+		if err != nil {
+			rep.Error, rep.ErrorKind, rep.Retryable = "lock key: "+err.Error(), KindBusy, true
+			r.log.WarnContext(ctx, "rotation postponed: the key is locked or the lock unreachable",
+				"key_name", t.Key.Name, "err", err)
+			return rep
+		}
+		defer unlock()
+	}
 	p, err := r.resolve(ctx, t.Key, req)
 	if err != nil {
 		rep.Error, rep.ErrorKind, rep.Retryable = err.Error(), errorKind(err), retryable(err)
