@@ -29,6 +29,10 @@ const (
 	// Receive failures back off from 1 s to a minute.
 	pullBackoffFirst = time.Second
 	pullBackoffMax   = time.Minute
+	// A settlement gets this long after an interrupt, so that shutdown
+	// never waits on Event Grid for ever; an event left unsettled comes
+	// back when its lock expires.
+	settleTimeout = 30 * time.Second
 )
 
 // PullOptions configures Pull. The zero value runs until ctx ends.
@@ -67,6 +71,7 @@ type PullSummary struct {
 	Renewals     int `json:"renewals"`     // lock renewal requests
 	LostLocks    int `json:"lostLocks"`    // settlements Event Grid refused (the lock had expired)
 	Failed       int `json:"failed"`       // events acknowledged although their rotation failed for good
+	Unsettled    int `json:"unsettled"`    // settlement requests that failed: redelivered when their locks expire
 }
 
 // Pull receives Key Vault events from an Event Grid namespace topic
@@ -109,12 +114,7 @@ func Pull(ctx context.Context, r *aznamespaces.ReceiverClient, h EventHandler, o
 		sum.Receives++
 		sum.Received += len(resp.Details)
 		if len(resp.Details) > 0 {
-			// Settle with a context that outlives an interrupt: work
-			// done should be acknowledged, not redelivered.
-			settle := context.WithoutCancel(ctx)
-			if err := pullBatch(ctx, settle, r, h, resp.Details, opts, &sum); err != nil {
-				return sum, err
-			}
+			pullBatch(ctx, r, h, resp.Details, opts, &sum)
 			if opts.Progress != nil {
 				opts.Progress(sum)
 			}
@@ -146,8 +146,8 @@ func (o PullOptions) withDefaults() PullOptions {
 
 // pullBatch rotates for one received batch, renewing its locks meanwhile,
 // and settles every event.
-func pullBatch(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h EventHandler,
-	details []aznamespaces.ReceiveDetails, opts PullOptions, sum *PullSummary) error {
+func pullBatch(ctx context.Context, r *aznamespaces.ReceiverClient, h EventHandler,
+	details []aznamespaces.ReceiveDetails, opts PullOptions, sum *PullSummary) {
 	log := opts.Logger
 	var events []rotation.Event
 	var decoded []aznamespaces.ReceiveDetails
@@ -168,18 +168,18 @@ func pullBatch(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h Ev
 		decoded = append(decoded, d)
 	}
 	if opts.DryRun {
-		return pullDry(ctx, settle, r, h, events, decoded, reject, opts, sum)
+		pullDry(ctx, r, h, events, decoded, reject, opts, sum)
+		return
 	}
 	if len(reject) > 0 {
-		res, err := r.RejectEvents(settle, reject, nil)
-		if err != nil {
-			return classify("reject events", err)
-		}
-		sum.Rejected += len(res.SucceededLockTokens)
-		sum.LostLocks += lost(ctx, log, "reject", res.FailedLockTokens)
+		sum.Rejected += settle(ctx, opts, sum, "reject", reject,
+			func(ctx context.Context) (settled, error) {
+				res, err := r.RejectEvents(ctx, reject, nil)
+				return settled(res.RejectEventsResult), err
+			})
 	}
 	if len(events) == 0 {
-		return nil
+		return
 	}
 
 	stop := renewLocks(ctx, r, decoded, opts, sum)
@@ -208,29 +208,59 @@ func pullBatch(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h Ev
 		}
 	}
 	if len(ack) > 0 {
-		res, err := r.AcknowledgeEvents(settle, ack, nil)
-		if err != nil {
-			return classify("acknowledge events", err)
-		}
-		sum.Acknowledged += len(res.SucceededLockTokens)
-		sum.LostLocks += lost(ctx, log, "acknowledge", res.FailedLockTokens)
+		sum.Acknowledged += settle(ctx, opts, sum, "acknowledge", ack,
+			func(ctx context.Context) (settled, error) {
+				res, err := r.AcknowledgeEvents(ctx, ack, nil)
+				return settled(res.AcknowledgeEventsResult), err
+			})
 	}
 	for delay, tokens := range release {
-		res, err := r.ReleaseEvents(settle, tokens, &aznamespaces.ReleaseEventsOptions{ReleaseDelayInSeconds: &delay})
-		if err != nil {
-			return classify("release events", err)
-		}
-		sum.Released += len(res.SucceededLockTokens)
-		sum.LostLocks += lost(ctx, log, "release", res.FailedLockTokens)
+		sum.Released += releaseAll(ctx, r, tokens, delay, opts, sum)
 	}
-	return nil
+}
+
+// settled is what a settlement answers; the SDK's results of the three
+// settlements have this shape.
+type settled struct {
+	FailedLockTokens    []aznamespaces.FailedLockToken
+	SucceededLockTokens []string
+}
+
+// settle runs one settlement request for tokens and returns how many
+// events it settled. The request outlives an interrupt, for work done
+// should be acknowledged rather than redelivered, but only by
+// settleTimeout. A failed request is logged and counted in sum, and the
+// pull goes on: the events come back when their locks expire.
+func settle(ctx context.Context, opts PullOptions, sum *PullSummary, op string, tokens []string,
+	call func(context.Context) (settled, error)) int {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
+	defer cancel()
+
+	res, err := call(sctx)
+	if err != nil {
+		sum.Unsettled += len(tokens)
+		opts.Logger.WarnContext(ctx, "settlement failed; the events will be redelivered when their locks expire",
+			"operation", op, "events", len(tokens), "err", classify(op+" events", err))
+		return 0
+	}
+	sum.LostLocks += lost(ctx, opts.Logger, op, res.FailedLockTokens)
+	return len(res.SucceededLockTokens)
+}
+
+// releaseAll releases tokens with delay and returns how many it released.
+func releaseAll(ctx context.Context, r *aznamespaces.ReceiverClient, tokens []string,
+	delay aznamespaces.ReleaseDelay, opts PullOptions, sum *PullSummary) int {
+	return settle(ctx, opts, sum, "release", tokens, func(ctx context.Context) (settled, error) {
+		res, err := r.ReleaseEvents(ctx, tokens, &aznamespaces.ReleaseEventsOptions{ReleaseDelayInSeconds: &delay})
+		return settled(res.ReleaseEventsResult), err
+	})
 }
 
 // pullDry is pullBatch in a dry run: h decides, and every event goes back
 // at once, undecodable ones included.
-func pullDry(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h EventHandler,
+func pullDry(ctx context.Context, r *aznamespaces.ReceiverClient, h EventHandler,
 	events []rotation.Event, decoded []aznamespaces.ReceiveDetails, undecodable []string,
-	opts PullOptions, sum *PullSummary) error {
+	opts PullOptions, sum *PullSummary) {
 	if len(events) > 0 {
 		stop := renewLocks(ctx, r, decoded, opts, sum)
 		results := h.HandleEvents(ctx, events)
@@ -243,15 +273,9 @@ func pullDry(ctx, settle context.Context, r *aznamespaces.ReceiverClient, h Even
 	for _, d := range decoded {
 		tokens = append(tokens, *d.BrokerProperties.LockToken)
 	}
-	res, err := r.ReleaseEvents(settle, tokens, &aznamespaces.ReleaseEventsOptions{
-		ReleaseDelayInSeconds: to.Ptr(aznamespaces.ReleaseDelayNoDelay)})
-	if err != nil {
-		return classify("release events", err)
-	}
-	sum.Released += len(res.SucceededLockTokens)
-	sum.LostLocks += lost(ctx, opts.Logger, "release", res.FailedLockTokens)
-	opts.Logger.InfoContext(ctx, "dry run: events released without delay", "released", len(res.SucceededLockTokens))
-	return nil
+	n := releaseAll(ctx, r, tokens, aznamespaces.ReleaseDelayNoDelay, opts, sum)
+	sum.Released += n
+	opts.Logger.InfoContext(ctx, "dry run: events released without delay", "released", n)
 }
 
 // renewLocks renews the locks of details every opts.RenewEvery until the

@@ -1,9 +1,12 @@
 package azure_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -216,6 +219,67 @@ func TestPull_RenewsLocksDuringASlowRotation(t *testing.T) {
 				if len(acked) != 0 || sum.LostLocks != 1 || len(sub.Events()) != 1 {
 					t.Errorf("got %d acknowledged, %d lost locks, %d waiting; want 0, 1, 1",
 						len(acked), sum.LostLocks, len(sub.Events()))
+				}
+			})
+		})
+	}
+}
+
+// TestPull_SettlementFailureDoesNotStopThePull: Event Grid answers 503
+// to a settlement. The pull logs it, counts the events unsettled and
+// goes on; the lock expires and the next pull settles the event.
+func TestPull_SettlementFailureDoesNotStopThePull(t *testing.T) {
+	tests := []struct {
+		op     eventgrid.Operation
+		poison bool
+	}{
+		{op: eventgrid.OpAcknowledge},
+		{op: eventgrid.OpReject, poison: true},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.op), func(t *testing.T) {
+			f := setup(t, 1)
+			v2 := f.newVersion(t)
+
+			synctest.Test(t, func(t *testing.T) {
+				topic, sub, receiver, srv := namespace(t, true, eventgrid.SubscriptionOptions{LockDuration: time.Minute})
+				ev := cloudEvent(t, f.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, v2, "kv1"))
+				if tt.poison {
+					ev = json.RawMessage(`{"specversion":"1.0","id":"poison","source":"/x","type":"` +
+						rotation.TypeKeyNewVersionCreated + `","data":{"Id":"https://kv1/secrets/not-a-key"}}`)
+				}
+				if err := topic.Publish(ev); err != nil {
+					t.Fatal(err)
+				}
+				r := f.rotatorOver(t, transporter(f), nil)
+				remove := srv.InjectFault(eventgrid.Fault{Operation: tt.op, Status: http.StatusServiceUnavailable})
+				var logs bytes.Buffer
+				log := slog.New(slog.NewTextHandler(&logs, nil))
+
+				sum, err := azure.Pull(t.Context(), receiver, r, azure.PullOptions{Once: true, Logger: log})
+				if err != nil {
+					t.Fatalf("got %v, want the pull to go on", err)
+				}
+				if sum.Unsettled != 1 || sum.Acknowledged+sum.Rejected != 0 {
+					t.Errorf("got %d unsettled, %d acknowledged, %d rejected; want 1, 0, 0",
+						sum.Unsettled, sum.Acknowledged, sum.Rejected)
+				}
+				if !strings.Contains(logs.String(), "level=WARN msg=\"settlement failed") {
+					t.Errorf("got logs\n%s\nwant a warning for the failed settlement", logs.String())
+				}
+
+				remove()
+				time.Sleep(2 * time.Minute) // the lock expires
+				sum, err = azure.Pull(t.Context(), receiver, r, azure.PullOptions{Once: true, Logger: log})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sum.Acknowledged+sum.Rejected != 1 || sum.Unsettled != 0 {
+					t.Errorf("got summary %+v, want the redelivered event settled", sum)
+				}
+				settledNow := len(sub.Acknowledged()) + len(sub.DeadLetters())
+				if settledNow != 1 {
+					t.Errorf("got %d events settled, want 1", settledNow)
 				}
 			})
 		})

@@ -15,6 +15,7 @@ type DryPullResult struct {
 	Received    int                    `json:"received"`
 	Released    int                    `json:"released"`    // released at once, without delay
 	LostLocks   int                    `json:"lostLocks"`   // locks that expired first; those events are available again anyway
+	Unsettled   int                    `json:"unsettled"`   // not released (Event Grid failed): available again when their locks expire
 	Undecodable int                    `json:"undecodable"` // a real pull would reject (dead-letter) them
 	Results     []rotation.EventResult `json:"results"`
 }
@@ -23,7 +24,7 @@ type DryPullResult struct {
 // decisions call for, with undecodable events counting as failed.
 func dryPullDone(e env, sum azure.PullSummary, results []rotation.EventResult, err error, asJSON bool) error {
 	res := DryPullResult{DryRun: true, Received: sum.Received, Released: sum.Released,
-		LostLocks: sum.LostLocks, Undecodable: sum.Undecodable, Results: results}
+		LostLocks: sum.LostLocks, Unsettled: sum.Unsettled, Undecodable: sum.Undecodable, Results: results}
 	if res.Results == nil {
 		res.Results = []rotation.EventResult{}
 	}
@@ -55,6 +56,9 @@ func printDryPull(w io.Writer, res DryPullResult) {
 		plural(res.Received, "event"), res.Released)
 	if res.LostLocks > 0 {
 		fmt.Fprintf(w, "; %d locks had expired (those events are available again)", res.LostLocks)
+	}
+	if res.Unsettled > 0 {
+		fmt.Fprintf(w, "; %d not released (available again when their locks expire)", res.Unsettled)
 	}
 	if res.Undecodable > 0 {
 		fmt.Fprintf(w, "; %d undecodable (a pull would reject them)", res.Undecodable)

@@ -331,15 +331,15 @@ func pullCommand(ctx context.Context, args []string, e env) error {
 		writeJSONTo(e.stdout, sum)
 	} else {
 		fmt.Fprintf(e.stdout, "received %d events: %d acknowledged (%d of them failed for good), %d released for a later attempt, "+
-			"%d rejected as undecodable, %d refused because the lock was lost\n",
-			sum.Received, sum.Acknowledged, sum.Failed, sum.Released, sum.Rejected, sum.LostLocks)
+			"%d rejected as undecodable, %d refused because the lock was lost, %d not settled (redelivered when their locks expire)\n",
+			sum.Received, sum.Acknowledged, sum.Failed, sum.Released, sum.Rejected, sum.LostLocks, sum.Unsettled)
 	}
 	switch {
 	case err != nil && errors.Is(err, rotation.ErrRetryable):
 		return &exitError{code: exitRetryable, err: err}
 	case err != nil:
 		return err
-	case sum.Released > 0 || sum.LostLocks > 0:
+	case sum.Released > 0 || sum.LostLocks > 0 || sum.Unsettled > 0:
 		return &exitError{code: exitRetryable, err: errQuiet}
 	case sum.Failed > 0 || sum.Rejected > 0:
 		return &exitError{code: exitFailed, err: errQuiet}
