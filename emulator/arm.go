@@ -319,13 +319,16 @@ func (e *Emulator) getServer(w http.ResponseWriter, rt armRoute) {
 	writeJSON(w, http.StatusOK, res)
 }
 
-// render returns a copy of s to answer with; with stale, a pending stale
-// read replaces the key URL. The caller holds the lock.
-func (e *Emulator) render(s *server, stale bool) serverResource {
+// render returns a copy of s to answer with, showing the provisioningState
+// a fault left. With read (a GET), the read is counted against that state
+// and a pending stale read replaces the key URL. The caller holds the
+// lock.
+func (e *Emulator) render(s *server, read bool) serverResource {
 	b, _ := json.Marshal(s.res)
 	var res serverResource
 	json.Unmarshal(b, &res)
-	if !stale {
+	res.Properties.ProvisioningState = e.provisioningState(s, read)
+	if !read {
 		return res
 	}
 	if old, ok := e.staleURL(s.res.ID); ok && res.Properties.Encryption != nil &&
@@ -406,11 +409,8 @@ func (e *Emulator) putServer(w http.ResponseWriter, r *http.Request, rt armRoute
 	}
 
 	s := e.upsert(rt, in, "Application", caller)
-	res := e.render(s, false)
-	if old != nil && s.keyURL() != oldURL {
-		e.noteWrite(r, s.res.ID, oldURL)
-	}
-	writeJSON(w, http.StatusOK, res)
+	e.noteWrite(r, s.res.ID, oldURL, old != nil && s.keyURL() != oldURL)
+	writeJSON(w, http.StatusOK, e.render(s, false))
 }
 
 // upsert creates or replaces the server of rt from in, keeping what the
@@ -448,6 +448,7 @@ func (e *Emulator) upsert(rt armRoute, in serverResource, byType, by string) *se
 	s.res.SystemData.LastModifiedBy, s.res.SystemData.LastModifiedByType = by, byType
 	s.res.SystemData.LastModifiedAt = now
 	s.res.Properties.ProvisioningState = "Succeeded"
+	delete(e.pending, strings.ToLower(id))
 	s.res.Properties.Encryption = in.Properties.Encryption
 	if in.Properties.StorageSKU != "" || s.res.Properties.StorageSKU == "" {
 		s.res.Properties.StorageSKU = in.Properties.StorageSKU
@@ -581,11 +582,8 @@ func (e *Emulator) patchServer(w http.ResponseWriter, r *http.Request, rt armRou
 
 	oldURL := s.keyURL()
 	s = e.upsert(rt, next, "Application", caller)
-	res := e.render(s, false)
-	if s.keyURL() != oldURL {
-		e.noteWrite(r, s.res.ID, oldURL)
-	}
-	writeJSON(w, http.StatusOK, res)
+	e.noteWrite(r, s.res.ID, oldURL, s.keyURL() != oldURL)
+	writeJSON(w, http.StatusOK, e.render(s, false))
 }
 
 // mergeEncryption applies a PATCH's properties.encryption to the current
@@ -791,9 +789,15 @@ func (e *Emulator) resolveKey(raw, prefix string) (*keyVersion, *armError) {
 	return kv, nil
 }
 
-// vaultByHost finds a vault by its endpoint (loopback address and port)
-// or by the public name {vault}.vault.azure.net. The caller holds the lock.
+// vaultByHost finds a vault by its endpoint (loopback address and port),
+// by the host its kids name (SetKeyIDHost) or by the public name
+// {vault}.vault.azure.net. The caller holds the lock.
 func (e *Emulator) vaultByHost(host string) *Vault {
+	for _, v := range e.vaults {
+		if v.kidHost != "" && strings.EqualFold(v.kidHost, host) {
+			return v
+		}
+	}
 	h, port, err := net.SplitHostPort(host)
 	if err != nil {
 		h = host
@@ -1009,6 +1013,24 @@ func (e *Emulator) SetServerKeyURL(id, keyURL string) error {
 	s.res.Properties.Encryption = &struct {
 		CMK *cmk `json:"customerManagedKeyEncryption,omitempty"`
 	}{CMK: &cmk{KeyEncryptionKeyURL: keyURL, KeyEncryptionKeyIdentity: ki}}
+	return nil
+}
+
+// SetServerProvisioningState sets the provisioningState a server reports
+// ("Updating", "Failed", …) until its next write or the next call, as an
+// update in flight or one that failed would leave it.
+func (e *Emulator) SetServerProvisioningState(id, state string) error {
+	if state == "" {
+		return fmt.Errorf("set server %q provisioning state: %w: empty state", id, ErrInvalid)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s, ok := e.servers[strings.ToLower(id)]
+	if !ok {
+		return fmt.Errorf("set server %q provisioning state: %w", id, ErrNotFound)
+	}
+	s.res.Properties.ProvisioningState = state
+	delete(e.pending, strings.ToLower(s.res.ID))
 	return nil
 }
 

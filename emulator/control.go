@@ -30,6 +30,7 @@ func (e *Emulator) controlRoutes() []controlRoute {
 		{Route{"GET", "/", "this index of routes"}, nil},
 		{Route{"GET", "/state", "every vault, key version and server"}, e.ctlState},
 		{Route{"POST", "/vaults", `add a vault: {"name"}`}, e.ctlAddVault},
+		{Route{"PATCH", "/vaults/{vault}", `change a vault: {"keyIdHost"}, the host its kids name ("": its own)`}, e.ctlUpdateVault},
 		{Route{"POST", "/vaults/{vault}/keys/{key}",
 			`create a key version: {"type","ops","disabled","notBefore","expires"}, all optional`}, e.ctlCreateKey},
 		{Route{"POST", "/vaults/{vault}/keys/{key}/rotate", "create a new version of a key"}, e.ctlRotateKey},
@@ -39,9 +40,9 @@ func (e *Emulator) controlRoutes() []controlRoute {
 		{Route{"PUT", "/servers",
 			`create or replace a Fluid Relay server: {"subscription","resourceGroup","name","location","identity","keyUrl"}; answers {"id"}`},
 			e.ctlPutServer},
-		{Route{"PATCH", "/servers", `change a server's key URL behind the product's back: {"id","keyUrl"}`}, e.ctlSetKeyURL},
+		{Route{"PATCH", "/servers", `change a server behind the product's back: {"id","keyUrl","provisioningState"}, each optional but id`}, e.ctlUpdateServer},
 		{Route{"DELETE", "/servers", "delete the server named by ?id="}, e.ctlDeleteServer},
-		{Route{"POST", "/faults", `inject a fault: {"service","method","pathSuffix","status","code","retryAfter","times","latency","reset","staleReads"}, durations as "1.5s"; answers {"id"}`},
+		{Route{"POST", "/faults", `inject a fault: {"service","method","pathSuffix","status","code","retryAfter","times","latency","reset","staleReads","provisioningState","stateReads"}, durations as "1.5s"; answers {"id"}`},
 			e.ctlAddFault},
 		{Route{"DELETE", "/faults", "remove every fault"}, func(w http.ResponseWriter, r *http.Request) {
 			e.ClearFaults()
@@ -127,9 +128,10 @@ type State struct {
 
 // VaultState describes one vault in State.
 type VaultState struct {
-	Name string     `json:"name"`
-	URL  string     `json:"url"`
-	Keys []KeyState `json:"keys"`
+	Name      string     `json:"name"`
+	URL       string     `json:"url"`
+	KeyIDHost string     `json:"keyIdHost,omitempty"` // set by SetKeyIDHost
+	Keys      []KeyState `json:"keys"`
 }
 
 // KeyState describes one key in State; versions are oldest first, the last
@@ -149,10 +151,11 @@ type VersionState struct {
 
 // ServerState describes one server in State.
 type ServerState struct {
-	ID       string `json:"id"`
-	Location string `json:"location"`
-	KeyURL   string `json:"keyUrl"`
-	Identity string `json:"identity,omitempty"`
+	ID                string `json:"id"`
+	Location          string `json:"location"`
+	KeyURL            string `json:"keyUrl"`
+	Identity          string `json:"identity,omitempty"`
+	ProvisioningState string `json:"provisioningState"`
 }
 
 // State returns a snapshot of every vault, key version and server.
@@ -161,7 +164,7 @@ func (e *Emulator) State() State {
 	defer e.mu.Unlock()
 	st := State{Vaults: []VaultState{}, Servers: []ServerState{}}
 	for _, v := range e.vaults {
-		vs := VaultState{Name: v.name, URL: v.ln.url, Keys: []KeyState{}}
+		vs := VaultState{Name: v.name, URL: v.ln.url, KeyIDHost: v.kidHost, Keys: []KeyState{}}
 		for _, k := range v.keys {
 			ks := KeyState{Name: k.name}
 			for _, kv := range k.versions {
@@ -175,7 +178,8 @@ func (e *Emulator) State() State {
 	}
 	slices.SortFunc(st.Vaults, func(a, b VaultState) int { return strings.Compare(a.Name, b.Name) })
 	for _, s := range e.servers {
-		ss := ServerState{ID: s.res.ID, Location: s.res.Location, KeyURL: s.keyURL()}
+		ss := ServerState{ID: s.res.ID, Location: s.res.Location, KeyURL: s.keyURL(),
+			ProvisioningState: e.provisioningState(s, false)}
 		if c := s.cmk(); c != nil && c.KeyEncryptionKeyIdentity != nil {
 			ss.Identity = c.KeyEncryptionKeyIdentity.UserAssignedIdentityResourceID
 		}
@@ -203,6 +207,24 @@ func (e *Emulator) ctlAddVault(w http.ResponseWriter, r *http.Request) {
 	}
 	v := e.AddVault(in.Name)
 	writeJSON(w, http.StatusOK, map[string]string{"name": v.Name(), "url": v.URL()})
+}
+
+func (e *Emulator) ctlUpdateVault(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		KeyIDHost *string `json:"keyIdHost"`
+	}
+	if err := decode(r, &in); err != nil {
+		ctlError(w, err)
+		return
+	}
+	v := e.ctlVault(w, r)
+	if v == nil {
+		return
+	}
+	if in.KeyIDHost != nil {
+		v.SetKeyIDHost(*in.KeyIDHost)
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (e *Emulator) ctlVault(w http.ResponseWriter, r *http.Request) *Vault {
@@ -309,16 +331,32 @@ func (e *Emulator) ctlPutServer(w http.ResponseWriter, r *http.Request) {
 	ctlResult(w, map[string]string{"id": id}, err)
 }
 
-func (e *Emulator) ctlSetKeyURL(w http.ResponseWriter, r *http.Request) {
+func (e *Emulator) ctlUpdateServer(w http.ResponseWriter, r *http.Request) {
 	var in struct {
-		ID     string `json:"id"`
-		KeyURL string `json:"keyUrl"`
+		ID                string  `json:"id"`
+		KeyURL            *string `json:"keyUrl"`
+		ProvisioningState *string `json:"provisioningState"`
 	}
 	if err := decode(r, &in); err != nil {
 		ctlError(w, err)
 		return
 	}
-	ctlDone(w, e.SetServerKeyURL(in.ID, in.KeyURL))
+	if _, ok := e.ServerKeyURL(in.ID); !ok {
+		ctlError(w, fmt.Errorf("server %q: %w", in.ID, ErrNotFound))
+		return
+	}
+	if in.ProvisioningState != nil && *in.ProvisioningState == "" {
+		ctlError(w, fmt.Errorf("server %q: %w: empty provisioningState", in.ID, ErrInvalid))
+		return
+	}
+	var err error
+	if in.KeyURL != nil {
+		err = e.SetServerKeyURL(in.ID, *in.KeyURL)
+	}
+	if err == nil && in.ProvisioningState != nil {
+		err = e.SetServerProvisioningState(in.ID, *in.ProvisioningState)
+	}
+	ctlDone(w, err)
 }
 
 func (e *Emulator) ctlDeleteServer(w http.ResponseWriter, r *http.Request) {
@@ -338,6 +376,9 @@ type faultJSON struct {
 	Latency    string `json:"latency"`
 	Reset      bool   `json:"reset"`
 	StaleReads int    `json:"staleReads"`
+
+	ProvisioningState string `json:"provisioningState"`
+	StateReads        int    `json:"stateReads"`
 }
 
 func (e *Emulator) ctlAddFault(w http.ResponseWriter, r *http.Request) {
@@ -348,7 +389,7 @@ func (e *Emulator) ctlAddFault(w http.ResponseWriter, r *http.Request) {
 	}
 	f := Fault{Service: in.Service, Method: in.Method, PathSuffix: in.PathSuffix,
 		Status: in.Status, Code: in.Code, Times: in.Times, Reset: in.Reset,
-		StaleReads: in.StaleReads}
+		StaleReads: in.StaleReads, ProvisioningState: in.ProvisioningState, StateReads: in.StateReads}
 	for _, d := range []struct {
 		s   string
 		dst *time.Duration

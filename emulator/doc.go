@@ -47,13 +47,30 @@
 //
 // Key versions are 32 lower-case hex digits; created times of one key are
 // strictly increasing, at least a second apart; the current version is the
-// newest. A disabled version can still be read. Key material is random: the
-// emulator does no cryptography.
+// newest. Key material is random: the emulator does no cryptography.
 //
-// PUT and PATCH of a server answer 200 only, synchronously. When they touch
-// the customer-managed key they enforce Fluid Relay's rules against the
-// emulated vaults (found by the key URL's host: a vault's loopback address,
-// or {name}.vault.azure.net). The error codes are the emulator's own, all
+// As Key Vault does, GET /keys/{name}/{version} of a disabled version, and
+// GET /keys/{name} when the current version is disabled, answer 403:
+//
+//	{"error":{"code":"Forbidden","message":"Operation get is not allowed on a disabled key.",
+//	 "innererror":{"code":"KeyDisabled"}}}
+//
+// Listing versions still shows a disabled version, with
+// attributes.enabled false; updating it (to enable it again) is allowed;
+// Fluid Relay's checks below still see it as disabled.
+//
+// Kids name the vault's endpoint, https://127.0.0.1:P/keys/{name}/{version}.
+// Vault.SetKeyIDHost makes them name another host instead, in answers,
+// lists, KeyVersionInfo.KID and events, as a vault reached through an
+// alias names its canonical host.
+//
+// PUT and PATCH of a server answer 200 only, synchronously, and leave its
+// provisioningState Succeeded unless a fault says otherwise;
+// SetServerProvisioningState sets another one until the server's next
+// write. When they touch the customer-managed key they enforce Fluid
+// Relay's rules against the emulated vaults (found by the key URL's host:
+// a vault's loopback address, the host its kids name, or
+// {name}.vault.azure.net). The error codes are the emulator's own, all
 // with status 400:
 //
 //	InvalidRequestContent              malformed body or enum value
@@ -83,8 +100,10 @@
 //
 // InjectFault changes how matching requests are answered, after
 // authentication: a status with an error code and Retry-After, N times or
-// always, latency, a connection reset, or stale reads (the next K GETs of a
-// server after a PATCH show the previous key URL). SetThrottle turns on
+// always, latency, a connection reset, stale reads (the next K GETs of a
+// server after a PATCH show the previous key URL), or a provisioningState
+// (after a PATCH the server reports, say, Updating or Failed for its next
+// N GETs, or until its next write, then Succeeded). SetThrottle turns on
 // Resource Manager's per-subscription token buckets for reads and writes
 // (ARMDefaultThrottle has ARM's sizes): answers carry
 // x-ms-ratelimit-remaining-subscription-reads or -writes, and an empty
@@ -99,14 +118,16 @@
 //	GET    /                                       this list of routes, as JSON
 //	GET    /state                                  vaults, key versions, servers
 //	POST   /vaults                                 {"name"}: add a vault
+//	PATCH  /vaults/{vault}                         {"keyIdHost"}: the host its kids name ("": its own)
 //	POST   /vaults/{vault}/keys/{key}              {"type","ops","disabled","notBefore","expires"}: create a version
 //	POST   /vaults/{vault}/keys/{key}/rotate       rotate
 //	PATCH  /vaults/{vault}/keys/{key}/{version}    {"enabled","expires"} ("current" names the newest)
 //	DELETE /vaults/{vault}/keys/{key}              delete the key
 //	PUT    /servers                                {"subscription","resourceGroup","name","location","identity","keyUrl"}
-//	PATCH  /servers                                {"id","keyUrl"}: change the URL behind the product's back
+//	PATCH  /servers                                {"id","keyUrl","provisioningState"}: change a server behind the product's back
 //	DELETE /servers?id={id}                        delete a server
-//	POST   /faults                                 a Fault in camelCase, durations as "1.5s"; answers {"id"}
+//	POST   /faults                                 a Fault in camelCase ("staleReads", "provisioningState",
+//	                                               "stateReads", …), durations as "1.5s"; answers {"id"}
 //	DELETE /faults, /faults/{id}                   clear all, or one
 //	PUT    /throttle                               a Throttle, or null to turn it off
 //	GET    /requests, DELETE /requests             recorded requests

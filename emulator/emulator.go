@@ -76,6 +76,7 @@ type Emulator struct {
 	faultSeq int
 	throttle *throttle
 	stale    map[string]*staleRead
+	pending  map[string]*pendingState // by lower-case server ID
 }
 
 // listener is one loopback endpoint and the server behind it.
@@ -101,6 +102,7 @@ func Start(opts Options) (*Emulator, error) {
 		ports:    map[string]*Vault{},
 		servers:  map[string]*server{},
 		stale:    map[string]*staleRead{},
+		pending:  map[string]*pendingState{},
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)

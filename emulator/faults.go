@@ -12,10 +12,14 @@ import (
 // Fault changes how matching requests are answered. A request matches when
 // Service, Method and PathSuffix all match; the first matching fault wins.
 //
-// A fault with StaleReads acts on writes instead: after each matching
-// successful PATCH or PUT of a server, the next StaleReads GETs of that
-// server show the key URL it had before. Its Status, Reset and Latency are
-// ignored.
+// A fault with StaleReads or ProvisioningState acts on writes instead,
+// and its Status, Reset and Latency are ignored. With StaleReads, after
+// each matching successful PATCH or PUT that changes a server's key URL,
+// the next StaleReads GETs of that server show the URL it had before. With
+// ProvisioningState, after each matching successful PATCH or PUT of a
+// server, the server reports that provisioningState (in the write's
+// answer, in lists and in GETs) for its next StateReads GETs, then
+// Succeeded; with StateReads zero, until its next write.
 type Fault struct {
 	Service    string        // "arm", "keyvault", "identity"; "" any
 	Method     string        // "" any
@@ -27,7 +31,13 @@ type Fault struct {
 	Latency    time.Duration // wait before answering (or before the other faults act)
 	Reset      bool          // close the connection without an answer
 	StaleReads int           // after a PATCH of a matching server, the next N GETs show the old URL
+
+	ProvisioningState string // after a write of a matching server: "Updating", "Failed", …
+	StateReads        int    // how many GETs show ProvisioningState; 0: until the next write
 }
+
+// onWrite reports whether f acts on writes rather than on requests.
+func (f *Fault) onWrite() bool { return f.StaleReads > 0 || f.ProvisioningState != "" }
 
 type faultEntry struct {
 	id   int
@@ -38,6 +48,12 @@ type faultEntry struct {
 type staleRead struct {
 	url  string
 	left int
+}
+
+// pendingState is a provisioningState a write fault left on a server.
+type pendingState struct {
+	state string
+	left  int // GETs still to show it; 0: until the next write
 }
 
 // InjectFault adds f after the faults already injected. Faults apply to
@@ -64,12 +80,14 @@ func (e *Emulator) removeFault(id int) bool {
 	return len(e.faults) < n
 }
 
-// ClearFaults removes every fault and forgets pending stale reads.
+// ClearFaults removes every fault and forgets pending stale reads and the
+// provisioning states faults left (SetServerProvisioningState's stay).
 func (e *Emulator) ClearFaults() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.faults = nil
 	clear(e.stale)
+	clear(e.pending)
 }
 
 func (f *Fault) matches(service string, r *http.Request) bool {
@@ -87,13 +105,12 @@ func (f *Fault) matches(service string, r *http.Request) bool {
 	return strings.HasSuffix(p, suffix) || strings.HasSuffix(strings.TrimSuffix(p, "/"), suffix)
 }
 
-// take returns the first request fault (or, with stale, stale-read fault)
-// matching r, and
-// counts one use of it; a fault used Times times goes away.
-// The caller holds the lock.
-func (e *Emulator) take(service string, r *http.Request, stale bool) (Fault, bool) {
+// take returns the first fault matching r for which use is true, and
+// counts one use of it; a fault used Times times goes away. The caller
+// holds the lock.
+func (e *Emulator) take(service string, r *http.Request, use func(*Fault) bool) (Fault, bool) {
 	for i, fe := range e.faults {
-		if (fe.f.StaleReads > 0) != stale || !fe.f.matches(service, r) {
+		if !use(&fe.f) || !fe.f.matches(service, r) {
 			continue
 		}
 		fe.used++
@@ -109,7 +126,7 @@ func (e *Emulator) take(service string, r *http.Request, stale bool) (Fault, boo
 // the request has been answered (or dropped).
 func (e *Emulator) applyFault(service string, w http.ResponseWriter, r *http.Request) bool {
 	e.mu.Lock()
-	f, ok := e.take(service, r, false)
+	f, ok := e.take(service, r, func(f *Fault) bool { return !f.onWrite() })
 	e.mu.Unlock()
 	if !ok {
 		return false
@@ -160,14 +177,40 @@ func defaultCode(service string, status int) string {
 	return strings.ReplaceAll(http.StatusText(status), " ", "")
 }
 
-// noteWrite arms a stale-read fault after a successful write of server id
-// whose key URL was old. The caller holds the lock.
-func (e *Emulator) noteWrite(r *http.Request, id, old string) {
-	f, ok := e.take(svcARM, r, true)
+// noteWrite arms the first matching write fault after a successful write
+// of server id; changed says whether the write changed its key URL, which
+// was old. A fault of stale reads alone is not used by a write that left
+// the URL as it was. The caller holds the lock.
+func (e *Emulator) noteWrite(r *http.Request, id, old string, changed bool) {
+	f, ok := e.take(svcARM, r, func(f *Fault) bool {
+		return f.ProvisioningState != "" || f.StaleReads > 0 && changed
+	})
 	if !ok {
 		return
 	}
-	e.stale[strings.ToLower(id)] = &staleRead{url: old, left: f.StaleReads}
+	if f.StaleReads > 0 && changed {
+		e.stale[strings.ToLower(id)] = &staleRead{url: old, left: f.StaleReads}
+	}
+	if f.ProvisioningState != "" {
+		e.pending[strings.ToLower(id)] = &pendingState{state: f.ProvisioningState, left: f.StateReads}
+	}
+}
+
+// provisioningState returns the state server id reports; with read, one
+// GET is counted against a fault's pending state. The caller holds the
+// lock.
+func (e *Emulator) provisioningState(s *server, read bool) string {
+	p, ok := e.pending[strings.ToLower(s.res.ID)]
+	if !ok {
+		return s.res.Properties.ProvisioningState
+	}
+	if read && p.left > 0 {
+		p.left--
+		if p.left == 0 {
+			delete(e.pending, strings.ToLower(s.res.ID))
+		}
+	}
+	return p.state
 }
 
 // staleURL returns the URL a GET of id must show instead of the real one,

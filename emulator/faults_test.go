@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/cmkrotator/cmkrotator/emulator"
 )
@@ -208,5 +209,154 @@ func TestThrottle_DefaultPreset(t *testing.T) {
 	want := emulator.Throttle{WriteBurst: 200, WriteRefillPerSec: 10, ReadBurst: 250, ReadRefillPerSec: 25}
 	if emulator.ARMDefaultThrottle != want {
 		t.Errorf("got %+v, want %+v", emulator.ARMDefaultThrottle, want)
+	}
+}
+
+func TestFault_ProvisioningState(t *testing.T) {
+	tests := []struct {
+		name  string
+		fault emulator.Fault
+		want  []string // the PATCH's answer, then five GETs
+	}{
+		{"updating for two reads", emulator.Fault{Service: "arm", Method: http.MethodPatch,
+			ProvisioningState: "Updating", StateReads: 2},
+			[]string{"Updating", "Updating", "Updating", "Succeeded", "Succeeded", "Succeeded"}},
+		{"failed until the next write", emulator.Fault{Service: "arm", Method: http.MethodPatch,
+			ProvisioningState: "Failed"},
+			[]string{"Failed", "Failed", "Failed", "Failed", "Failed", "Failed"}},
+		{"with stale reads", emulator.Fault{Service: "arm", Method: http.MethodPatch,
+			ProvisioningState: "Updating", StateReads: 1, StaleReads: 1},
+			[]string{"Updating", "Updating", "Succeeded", "Succeeded", "Succeeded", "Succeeded"}},
+		{"another server", emulator.Fault{Service: "arm", PathSuffix: "/other", ProvisioningState: "Failed"},
+			[]string{"Succeeded", "Succeeded", "Succeeded", "Succeeded", "Succeeded", "Succeeded"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t)
+			v := e.AddVault("prov")
+			a, _ := v.CreateKey("k", emulator.KeyOptions{})
+			b, _ := v.CreateKey("k", emulator.KeyOptions{})
+			id, _ := e.PutServer(emulator.ServerSpec{Name: "relay", KeyURL: a.KID})
+			c := armClient(t, e, credential(t, e, e.HTTPClient()), e.HTTPClient())
+			ctx := context.Background()
+			e.InjectFault(tt.fault)
+
+			var patched server
+			if _, err := armCall(ctx, c, http.MethodPatch, id, keyPatch(b.KID), &patched); err != nil {
+				t.Fatal(err)
+			}
+			got := []string{patched.Properties.ProvisioningState}
+			for range 5 {
+				var s server
+				if _, err := armCall(ctx, c, http.MethodGet, id, nil, &s); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, s.Properties.ProvisioningState)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("provisioning states mismatch (-want +got):\n%s", diff)
+			}
+			if tt.fault.StaleReads > 0 {
+				return
+			}
+			// The state shows in State and ends with ClearFaults.
+			if st := e.State(); st.Servers[0].ProvisioningState != tt.want[len(tt.want)-1] {
+				t.Errorf("State: got %q, want %q", st.Servers[0].ProvisioningState, tt.want[len(tt.want)-1])
+			}
+			e.ClearFaults()
+			var s server
+			if _, err := armCall(ctx, c, http.MethodGet, id, nil, &s); err != nil {
+				t.Fatal(err)
+			}
+			if s.Properties.ProvisioningState != "Succeeded" {
+				t.Errorf("after ClearFaults: got %q, want Succeeded", s.Properties.ProvisioningState)
+			}
+		})
+	}
+}
+
+func TestFault_ProvisioningStateEndsWithTheNextWrite(t *testing.T) {
+	e := start(t)
+	v := e.AddVault("prov")
+	a, _ := v.CreateKey("k", emulator.KeyOptions{})
+	b, _ := v.CreateKey("k", emulator.KeyOptions{})
+	id, _ := e.PutServer(emulator.ServerSpec{Name: "relay", KeyURL: a.KID})
+	c := armClient(t, e, credential(t, e, e.HTTPClient()), e.HTTPClient())
+	ctx := context.Background()
+	e.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, ProvisioningState: "Failed", Times: 1})
+
+	var got []string
+	for _, url := range []string{b.KID, b.KID} { // the second PATCH changes nothing but settles
+		if _, err := armCall(ctx, c, http.MethodPatch, id, keyPatch(url), nil); err != nil {
+			t.Fatal(err)
+		}
+		var s server
+		if _, err := armCall(ctx, c, http.MethodGet, id, nil, &s); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, s.Properties.ProvisioningState)
+	}
+	if diff := cmp.Diff([]string{"Failed", "Succeeded"}, got); diff != "" {
+		t.Errorf("provisioning states mismatch (-want +got):\n%s", diff)
+	}
+}
+
+func TestSetServerProvisioningState(t *testing.T) {
+	e := start(t)
+	v := e.AddVault("prov")
+	a, _ := v.CreateKey("k", emulator.KeyOptions{})
+	id, _ := e.PutServer(emulator.ServerSpec{Name: "relay", KeyURL: a.KID})
+	c := armClient(t, e, credential(t, e, e.HTTPClient()), e.HTTPClient())
+	ctx := context.Background()
+	get := func() string {
+		t.Helper()
+		var s server
+		if _, err := armCall(ctx, c, http.MethodGet, id, nil, &s); err != nil {
+			t.Fatal(err)
+		}
+		return s.Properties.ProvisioningState
+	}
+
+	if err := e.SetServerProvisioningState(id, "Updating"); err != nil {
+		t.Fatal(err)
+	}
+	e.ClearFaults() // not a fault: the state stays
+	if got := [2]string{get(), get()}; got != [2]string{"Updating", "Updating"} {
+		t.Errorf("after SetServerProvisioningState: got %v, want Updating twice", got)
+	}
+	if s := control(t, e, "PATCH", "/servers", map[string]string{"id": id, "provisioningState": "Failed"}, nil); s != http.StatusNoContent {
+		t.Errorf("PATCH /servers: got %d, want 204", s)
+	}
+	var st emulator.State
+	control(t, e, "GET", "/state", nil, &st)
+	if got := st.Servers[0]; got.ProvisioningState != "Failed" || got.KeyURL != a.KID {
+		t.Errorf("state: got %+v, want Failed on %s", got, a.KID)
+	}
+	if _, err := armCall(ctx, c, http.MethodPatch, id, keyPatch(a.KID), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(); got != "Succeeded" {
+		t.Errorf("after a write: got %q, want Succeeded", got)
+	}
+
+	if err := e.SetServerProvisioningState(id+"-missing", "Failed"); !errors.Is(err, emulator.ErrNotFound) {
+		t.Errorf("missing server: got %v, want ErrNotFound", err)
+	}
+	if err := e.SetServerProvisioningState(id, ""); !errors.Is(err, emulator.ErrInvalid) {
+		t.Errorf("empty state: got %v, want ErrInvalid", err)
+	}
+	if s := control(t, e, "PATCH", "/servers", map[string]string{"id": id, "provisioningState": ""}, nil); s != http.StatusBadRequest {
+		t.Errorf("PATCH /servers with an empty state: got %d, want 400", s)
+	}
+	var f struct{ ID int }
+	if s := control(t, e, "POST", "/faults", map[string]any{"service": "arm", "method": "PATCH",
+		"provisioningState": "Updating", "stateReads": 1}, &f); s != http.StatusOK || f.ID == 0 {
+		t.Fatalf("POST /faults: got %d %+v, want 200 and an id", s, f)
+	}
+	if _, err := armCall(ctx, c, http.MethodPatch, id, keyPatch(a.KID), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := [2]string{get(), get()}; got != [2]string{"Updating", "Succeeded"} {
+		t.Errorf("after a fault from the control surface: got %v, want Updating then Succeeded", got)
 	}
 }

@@ -23,6 +23,8 @@ type Vault struct {
 	name string
 	ln   *listener
 	keys map[string]*key // by lower-case name
+	// kidHost is the host kids name; "" names the vault's own endpoint.
+	kidHost string
 }
 
 type key struct {
@@ -55,7 +57,9 @@ type KeyOptions struct {
 
 // KeyVersionInfo describes a created key version.
 type KeyVersionInfo struct {
-	KID     string    `json:"kid"` // https://127.0.0.1:P/keys/{name}/{version}
+	// KID is https://127.0.0.1:P/keys/{name}/{version}, or the host set
+	// with SetKeyIDHost in place of 127.0.0.1:P.
+	KID     string    `json:"kid"`
 	Name    string    `json:"name"`
 	Version string    `json:"version"` // 32 lower-case hex digits
 	Created time.Time `json:"created"`
@@ -105,6 +109,26 @@ func (v *Vault) URL() string { return v.ln.url }
 
 // Name is the vault's name as given to AddVault.
 func (v *Vault) Name() string { return v.name }
+
+// SetKeyIDHost makes the vault name host instead of its own endpoint in
+// the kids it answers (key bundles, list items, KeyVersionInfo.KID and so
+// events), as a vault reached through an alias or a private endpoint
+// names its canonical host; "" restores the endpoint. Fluid Relay's
+// checks find the vault by either host.
+func (v *Vault) SetKeyIDHost(host string) {
+	v.e.mu.Lock()
+	defer v.e.mu.Unlock()
+	v.kidHost = host
+}
+
+// keyIDBase is the scheme and host kids start with. The caller holds the
+// lock.
+func (v *Vault) keyIDBase() string {
+	if v.kidHost != "" {
+		return "https://" + v.kidHost
+	}
+	return v.ln.url
+}
 
 // ResourceID is the vault's ARM resource ID, the topic of its events.
 func (v *Vault) ResourceID() string { return vaultResourceID(v.name) }
@@ -329,8 +353,10 @@ func (v *Vault) info(name string, kv *keyVersion) KeyVersionInfo {
 		Created: kv.created, NotBefore: kv.nbf, Expires: kv.exp}
 }
 
+// kid is the key ID of a version ("": the versionless ID). The caller
+// holds the lock.
 func (v *Vault) kid(name, version string) string {
-	s := v.ln.url + "/keys/" + name
+	s := v.keyIDBase() + "/keys/" + name
 	if version != "" {
 		s += "/" + version
 	}
@@ -522,6 +548,15 @@ func writeKVError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
 }
 
+// keyDisabled answers Key Vault's refusal to describe a disabled version.
+func keyDisabled(w http.ResponseWriter) {
+	writeJSON(w, http.StatusForbidden, map[string]any{"error": map[string]any{
+		"code":       "Forbidden",
+		"message":    "Operation get is not allowed on a disabled key.",
+		"innererror": map[string]string{"code": "KeyDisabled"},
+	}})
+}
+
 func keyNotFound(w http.ResponseWriter, name string) {
 	writeKVError(w, http.StatusNotFound, "KeyNotFound", "A key with (name/id) "+name+
 		" was not found in this key vault. If you recently deleted this key you may be able "+
@@ -529,6 +564,9 @@ func keyNotFound(w http.ResponseWriter, name string) {
 		"please see https://go.microsoft.com/fwlink/?linkid=2125182")
 }
 
+// getKey answers GET /keys/{name}[/{version}]. Key Vault refuses to
+// describe a disabled version, the current one included; listing versions
+// still shows it.
 func (v *Vault) getKey(w http.ResponseWriter, name, version string) {
 	v.e.mu.Lock()
 	kv, err := v.find(name, version)
@@ -537,11 +575,14 @@ func (v *Vault) getKey(w http.ResponseWriter, name, version string) {
 		b = v.bundle(v.keys[strings.ToLower(name)].name, kv)
 	}
 	v.e.mu.Unlock()
-	if err != nil {
+	switch {
+	case err != nil:
 		keyNotFound(w, strings.TrimSuffix(name+"/"+version, "/"))
-		return
+	case !b.Attributes.Enabled:
+		keyDisabled(w)
+	default:
+		writeJSON(w, http.StatusOK, b)
 	}
-	writeJSON(w, http.StatusOK, b)
 }
 
 func (v *Vault) createKey(w http.ResponseWriter, name string, body []byte) {
@@ -620,7 +661,7 @@ func (v *Vault) deleteKey(w http.ResponseWriter, name string) {
 	now := v.e.stamp()
 	b := v.bundle(k.name, k.versions[len(k.versions)-1])
 	writeJSON(w, http.StatusOK, deletedKeyBundle{keyBundle: b,
-		RecoveryID:         v.ln.url + "/deletedkeys/" + k.name,
+		RecoveryID:         v.keyIDBase() + "/deletedkeys/" + k.name,
 		DeletedDate:        now.Unix(),
 		ScheduledPurgeDate: now.Add(90 * 24 * time.Hour).Unix()})
 }

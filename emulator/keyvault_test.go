@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"regexp"
@@ -11,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/cmkrotator/cmkrotator/emulator"
 )
@@ -80,7 +84,7 @@ func TestKeyVault_CreateGetRotate(t *testing.T) {
 	}
 }
 
-func TestKeyVault_GoAPIAndDisabledVersion(t *testing.T) {
+func TestKeyVault_GoAPI(t *testing.T) {
 	e := start(t)
 	v := e.AddVault("kv1")
 	if e.Vault("KV1") != v {
@@ -102,12 +106,9 @@ func TestKeyVault_GoAPIAndDisabledVersion(t *testing.T) {
 	}
 
 	c := keysClient(t, v.URL(), credential(t, e, e.HTTPClient()), e.HTTPClient())
-	got, err := c.GetKey(context.Background(), "k", a.Version, nil)
-	if err != nil {
-		t.Fatalf("GetKey(disabled): %v", err)
-	}
-	if *got.Attributes.Enabled {
-		t.Errorf("got enabled=true, want false")
+	_, err = c.GetKey(context.Background(), "k", a.Version, nil)
+	if status, code := errorCode(t, err); status != http.StatusForbidden || code != "Forbidden" {
+		t.Errorf("GetKey(disabled): got %d %s, want 403 Forbidden", status, code)
 	}
 	cur, err := c.GetKey(context.Background(), "k", "", nil)
 	if err != nil {
@@ -299,4 +300,155 @@ func hasOp(ops []*azkeys.KeyOperation, want azkeys.KeyOperation) bool {
 		}
 	}
 	return false
+}
+
+// Key Vault refuses to describe a disabled version, the current one
+// included, with 403 and the inner code KeyDisabled; listing still shows
+// it, disabled, and it can be enabled again.
+func TestKeyVault_DisabledVersionRefused(t *testing.T) {
+	e := start(t)
+	v := e.AddVault("off")
+	a, _ := v.CreateKey("k", emulator.KeyOptions{})
+	b, _ := v.CreateKey("k", emulator.KeyOptions{})
+	c := keysClient(t, v.URL(), credential(t, e, e.HTTPClient()), e.HTTPClient())
+	ctx := context.Background()
+	var wantBody any
+	json.Unmarshal([]byte(`{"error":{"code":"Forbidden","message":"Operation get is not allowed `+
+		`on a disabled key.","innererror":{"code":"KeyDisabled"}}}`), &wantBody)
+
+	tests := []struct {
+		name      string
+		disable   string // version to disable
+		get       string // version to read; "" the current one
+		wantError bool
+	}{
+		{"older version", a.Version, a.Version, true},
+		{"current version by name", b.Version, "", true},
+		{"current version by version", b.Version, b.Version, true},
+		{"enabled version beside a disabled one", a.Version, b.Version, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, ver := range []string{a.Version, b.Version} {
+				if err := v.SetEnabled("k", ver, ver != tt.disable); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := c.GetKey(ctx, "k", tt.get, nil)
+			if !tt.wantError {
+				if err != nil || !*got.Attributes.Enabled {
+					t.Fatalf("GetKey(%q): got %v, want an enabled version", tt.get, err)
+				}
+				return
+			}
+			var re *azcore.ResponseError
+			if !errors.As(err, &re) {
+				t.Fatalf("GetKey(%q): got %v, want *azcore.ResponseError", tt.get, err)
+			}
+			if re.StatusCode != http.StatusForbidden || re.ErrorCode != "Forbidden" {
+				t.Errorf("GetKey(%q): got %d %s, want 403 Forbidden", tt.get, re.StatusCode, re.ErrorCode)
+			}
+			raw, err := runtime.Payload(re.RawResponse)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body any
+			if err := json.Unmarshal(raw, &body); err != nil {
+				t.Fatalf("decode %s: %v", raw, err)
+			}
+			if diff := cmp.Diff(wantBody, body); diff != "" {
+				t.Errorf("GetKey(%q): body mismatch (-want +got):\n%s", tt.get, diff)
+			}
+
+			enabled := map[string]bool{}
+			pager := c.NewListKeyPropertiesVersionsPager("k", nil)
+			for pager.More() {
+				page, err := pager.NextPage(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range page.Value {
+					enabled[p.KID.Version()] = *p.Attributes.Enabled
+				}
+			}
+			want := map[string]bool{a.Version: tt.disable != a.Version, b.Version: tt.disable != b.Version}
+			if diff := cmp.Diff(want, enabled); diff != "" {
+				t.Errorf("listed versions mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// Enabling a disabled version is allowed, and it can be read again.
+	on := true
+	if _, err := c.UpdateKey(ctx, "k", a.Version, azkeys.UpdateKeyParameters{
+		KeyAttributes: &azkeys.KeyAttributes{Enabled: &on}}, nil); err != nil {
+		t.Fatalf("UpdateKey(enable): %v", err)
+	}
+	if _, err := c.GetKey(ctx, "k", a.Version, nil); err != nil {
+		t.Errorf("GetKey after enabling: %v", err)
+	}
+}
+
+// A vault reached by one host can name another in its kids, as one reached
+// through an alias does; Fluid Relay finds it by either.
+func TestKeyVault_KeyIDHost(t *testing.T) {
+	e := start(t)
+	v := e.AddVault("aliased")
+	before, _ := v.CreateKey("k", emulator.KeyOptions{})
+	const host = "cmk.privatelink.vaultcore.azure.net"
+	v.SetKeyIDHost(host)
+	after, err := v.CreateKey("k", emulator.KeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := keysClient(t, v.URL(), credential(t, e, e.HTTPClient()), e.HTTPClient())
+	ctx := context.Background()
+
+	wantKID := "https://" + host + "/keys/k/" + after.Version
+	if after.KID != wantKID {
+		t.Errorf("CreateKey: got kid %s, want %s", after.KID, wantKID)
+	}
+	got, err := c.GetKey(ctx, "k", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(*got.Key.KID) != wantKID {
+		t.Errorf("GetKey: got kid %s, want %s", *got.Key.KID, wantKID)
+	}
+	pager := c.NewListKeyPropertiesVersionsPager("k", nil)
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range page.Value {
+			if h := strings.TrimPrefix(string(*p.KID), "https://"); !strings.HasPrefix(h, host+"/keys/k/") {
+				t.Errorf("listed kid %s, want host %s", *p.KID, host)
+			}
+		}
+	}
+	if ev := e.KeyEvent(emulator.KeyNewVersionCreated, after, v.Name()); ev.Data.ID != wantKID {
+		t.Errorf("event: got Id %s, want %s", ev.Data.ID, wantKID)
+	}
+
+	// Fluid Relay accepts the version by the kid's host and by the endpoint.
+	id, _ := e.PutServer(emulator.ServerSpec{Name: "relay", KeyURL: before.KID})
+	ac := armClient(t, e, credential(t, e, e.HTTPClient()), e.HTTPClient())
+	for _, u := range []string{after.KID, v.URL() + "/keys/k/" + before.Version} {
+		if _, err := armCall(ctx, ac, http.MethodPatch, id, keyPatch(u), nil); err != nil {
+			t.Errorf("PATCH to %s: %v", u, err)
+		}
+	}
+
+	var st emulator.State
+	control(t, e, "GET", "/state", nil, &st)
+	if st.Vaults[0].KeyIDHost != host {
+		t.Errorf("state: got keyIdHost %q, want %q", st.Vaults[0].KeyIDHost, host)
+	}
+	if s := control(t, e, "PATCH", "/vaults/aliased", map[string]string{"keyIdHost": ""}, nil); s != http.StatusNoContent {
+		t.Fatalf("PATCH /vaults/aliased: got %d, want 204", s)
+	}
+	if got, _ := c.GetKey(ctx, "k", "", nil); string(*got.Key.KID) != v.URL()+"/keys/k/"+after.Version {
+		t.Errorf("after restoring: got kid %s, want %s", *got.Key.KID, v.URL()+"/keys/k/"+after.Version)
+	}
 }
