@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -390,5 +392,45 @@ func TestNewDeadLetters_BadLocation(t *testing.T) {
 	_, err := azure.NewDeadLettersFromConnectionString("AccountKey=secret-value;garbage", "c", nil)
 	if err == nil || bytes.Contains([]byte(err.Error()), []byte("secret-value")) {
 		t.Errorf("got %v, want an error that does not repeat the connection string", err)
+	}
+}
+
+// refuseMarks answers 403 to every metadata write and passes the rest on.
+type refuseMarks struct{ next policy.Transporter }
+
+func (r refuseMarks) Do(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodPut && req.URL.Query().Get("comp") == "metadata" {
+		return &http.Response{StatusCode: http.StatusForbidden, Status: "403 Forbidden", Request: req,
+			Header: http.Header{"X-Ms-Error-Code": {"AuthorizationPermissionMismatch"}},
+			Body:   io.NopCloser(strings.NewReader(""))}, nil
+	}
+	return r.next.Do(req)
+}
+
+// TestReplayDeadLetters_FailuresAreReturnedNotLogged: a blob that cannot
+// be marked is reported through the error and its result, and is not
+// logged as well.
+func TestReplayDeadLetters_FailuresAreReturnedNotLogged(t *testing.T) {
+	w := newDeadLetterWorld(t)
+	const name = "RELAY-SUB/2024/5/1/7/11111111-1111-1111-1111-111111111111.json"
+	w.upload(t, name, w.gridEvent(t, w.v3))
+	d, err := azure.NewDeadLettersFromConnectionString(w.az.ConnectionString(), "deadletters",
+		&azure.DeadLetterOptions{ClientOptions: azcore.ClientOptions{Transport: refuseMarks{http.DefaultClient}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+
+	sum, err := d.Replay(t.Context(), w.rotator(t, false), azure.ReplayOptions{
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+
+	if err == nil || !strings.Contains(err.Error(), "mark dead-letter blob "+name) {
+		t.Errorf("got %v, want the marking failure", err)
+	}
+	if len(sum.Results) != 1 || sum.Results[0].Error == "" || sum.Results[0].Marked {
+		t.Errorf("got results %+v, want one unmarked blob with its error", sum.Results)
+	}
+	if strings.Contains(logs.String(), "level=ERROR") || strings.Contains(logs.String(), "403") {
+		t.Errorf("got logs\n%s\nwant the returned failure not logged", logs.String())
 	}
 }

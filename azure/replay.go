@@ -81,8 +81,9 @@ func (b BlobResult) Final() bool { return b.Outcome != "" }
 // later run could still finish is left unmarked, so a crash or a failure
 // loses nothing and a second run repeats only what is unfinished.
 //
-// The error is a listing failure, or a marking or reading failure joined
-// with the others; the summary says what was done either way.
+// The error is a listing failure, or the reading and marking failures
+// joined, which are returned and not logged (each is also in its
+// BlobResult); the summary says what was done either way.
 func (d *DeadLetters) Replay(ctx context.Context, h EventHandler, opts ReplayOptions) (ReplaySummary, error) {
 	log := opts.Logger
 	if log == nil {
@@ -124,7 +125,6 @@ func (d *DeadLetters) Replay(ctx context.Context, h EventHandler, opts ReplayOpt
 		p := pendingBlob{blob: b}
 		data, err := d.Read(ctx, b)
 		if err != nil {
-			log.ErrorContext(ctx, "dead-letter blob not read", "blob", b.Name, "err", err)
 			sum.Unfinished++
 			sum.Results = append(sum.Results, BlobResult{Name: b.Name, Error: err.Error(),
 				Events: []rotation.EventResult{}})
@@ -204,8 +204,6 @@ func (d *DeadLetters) replayBatch(ctx context.Context, h EventHandler, batch []p
 		if !opts.DryRun {
 			m.Time = time.Now()
 			if err := d.MarkDone(ctx, p.blob, m); err != nil {
-				log.ErrorContext(ctx, "dead-letter blob not marked; a later run repeats it",
-					"blob", p.blob.Name, "err", err)
 				res.Error = err.Error()
 				errs = append(errs, err)
 			} else {
