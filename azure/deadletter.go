@@ -53,7 +53,7 @@ type DeadLetterOptions struct {
 type DeadLetters struct {
 	client *container.Client
 	prefix string // blob name prefix within the container; may be empty
-	where  string // container URL and prefix, for messages
+	where  string // container URL and prefix, without query or user info, for messages
 }
 
 // NewDeadLetters opens location, a container URL with an optional blob
@@ -68,9 +68,9 @@ func NewDeadLetters(location string, cred azcore.TokenCredential, opts *DeadLett
 	parts.BlobName = ""
 	c, err := container.NewClient(parts.String(), cred, containerOptions(opts))
 	if err != nil {
-		return nil, fmt.Errorf("new blob client for %s: %w", location, err)
+		return nil, fmt.Errorf("new blob client for %s: %w", printable(location), err)
 	}
-	return &DeadLetters{client: c, prefix: prefix, where: location}, nil
+	return &DeadLetters{client: c, prefix: prefix, where: printable(location)}, nil
 }
 
 // NewDeadLettersFromConnectionString opens location with a storage
@@ -86,32 +86,54 @@ func NewDeadLettersFromConnectionString(conn, location string, opts *DeadLetterO
 		}
 		name, prefix = parts.ContainerName, parts.BlobName
 	}
+	where := printable(location)
 	if name == "" {
-		return nil, fmt.Errorf("open dead letters %q: no container name", location)
+		return nil, fmt.Errorf("open dead letters %q: no container name", where)
 	}
 	c, err := container.NewClientFromConnectionString(conn, name, containerOptions(opts))
 	if err != nil {
 		// The SDK's message may quote the connection string; never
 		// repeat it.
-		return nil, fmt.Errorf("open dead letters %s: malformed storage connection string", location)
+		return nil, fmt.Errorf("open dead letters %s: malformed storage connection string", where)
 	}
-	return &DeadLetters{client: c, prefix: prefix, where: location}, nil
+	return &DeadLetters{client: c, prefix: prefix, where: where}, nil
 }
 
 func parseLocation(location string) (azblob.URLParts, error) {
+	where := printable(location)
 	u, err := url.Parse(location)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return azblob.URLParts{}, fmt.Errorf("open dead letters %q: want a container URL such as "+
-			"https://{account}.blob.core.windows.net/{container}[/{prefix}]", location)
+			"https://{account}.blob.core.windows.net/{container}[/{prefix}]", where)
 	}
 	parts, err := azblob.ParseURL(location)
 	if err != nil {
-		return azblob.URLParts{}, fmt.Errorf("open dead letters %q: %w", location, err)
+		// The SDK's message may quote the URL with its query.
+		return azblob.URLParts{}, fmt.Errorf("open dead letters %q: malformed container URL", where)
 	}
 	if parts.ContainerName == "" {
-		return azblob.URLParts{}, fmt.Errorf("open dead letters %q: no container name", location)
+		return azblob.URLParts{}, fmt.Errorf("open dead letters %q: no container name", where)
 	}
 	return parts, nil
+}
+
+// printable is location without its query (a SAS carries its signature
+// there), fragment or user info, for errors and logs.
+func printable(location string) string {
+	location, _, _ = strings.Cut(location, "?")
+	location, _, _ = strings.Cut(location, "#")
+	scheme, rest, ok := strings.Cut(location, "://")
+	if !ok {
+		return location
+	}
+	host, path, _ := strings.Cut(rest, "/")
+	if i := strings.LastIndex(host, "@"); i >= 0 {
+		host = host[i+1:]
+	}
+	if path != "" || strings.HasSuffix(rest, "/") {
+		host += "/"
+	}
+	return scheme + "://" + host + path
 }
 
 func containerOptions(opts *DeadLetterOptions) *container.ClientOptions {

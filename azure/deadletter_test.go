@@ -2,8 +2,10 @@ package azure_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -432,5 +434,79 @@ func TestReplayDeadLetters_FailuresAreReturnedNotLogged(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "level=ERROR") || strings.Contains(logs.String(), "403") {
 		t.Errorf("got logs\n%s\nwant the returned failure not logged", logs.String())
+	}
+}
+
+// staticToken is a credential that always has the same token.
+type staticToken struct{}
+
+func (staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{Token: "token", ExpiresOn: time.Now().Add(time.Hour)}, nil
+}
+
+// TestDeadLetters_NeverPrintsTheSignature: a container URL with a SAS
+// query and user info is opened, listed and replayed, and refused when
+// malformed; the signature and the password appear in no error, name
+// or log.
+func TestDeadLetters_NeverPrintsTheSignature(t *testing.T) {
+	const query = "?sv=2024-11-04&sp=rl&sig=c2VjcmV0LXNpZ25hdHVyZQ%3D%3D"
+	secret := func(t *testing.T, what, s string) {
+		t.Helper()
+		if strings.Contains(s, "sig=") || strings.Contains(s, "c2VjcmV0") || strings.Contains(s, "hunter2") {
+			t.Errorf("%s leaks the signature or password: %s", what, s)
+		}
+	}
+
+	t.Run("malformed", func(t *testing.T) {
+		for _, loc := range []string{"ftp://acct/c" + query, "https://acct.blob.core.windows.net/" + query,
+			"https://me:hunter2@acct.blob.core.windows.net/" + query, "https://%zz/c" + query} {
+			_, err := azure.NewDeadLetters(loc, staticToken{}, nil)
+			if err == nil {
+				t.Errorf("%s: got no error", loc)
+				continue
+			}
+			secret(t, "error", err.Error())
+		}
+	})
+
+	w := newDeadLetterWorld(t)
+	w.upload(t, "SUB/2024/5/1/7/a.json", w.gridEvent(t, w.v3))
+	endpoint := w.az.BlobEndpoint()
+	withUser := strings.Replace(endpoint, "://", "://me:hunter2@", 1)
+	tests := []struct {
+		name string
+		open func(location string) (*azure.DeadLetters, error)
+	}{
+		{"connection string", func(loc string) (*azure.DeadLetters, error) {
+			return azure.NewDeadLettersFromConnectionString(w.az.ConnectionString(), loc, nil)
+		}},
+		{"credential", func(loc string) (*azure.DeadLetters, error) {
+			return azure.NewDeadLetters(loc, staticToken{}, nil)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, c := range []struct{ loc, want string }{
+				{endpoint + "/deadletters/SUB" + query, endpoint + "/deadletters/SUB"},
+				{withUser + "/missing" + query, endpoint + "/missing"},
+			} {
+				d, err := tt.open(c.loc)
+				if err != nil {
+					secret(t, "error", err.Error())
+					continue
+				}
+				if got := d.String(); got != c.want {
+					t.Errorf("got %s, want %s", got, c.want)
+				}
+				var logs bytes.Buffer
+				sum, err := d.Replay(t.Context(), w.rotator(t, true), azure.ReplayOptions{DryRun: true,
+					Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+				if err != nil {
+					secret(t, "error", err.Error())
+				}
+				secret(t, "logs", logs.String())
+				secret(t, "results", fmt.Sprint(sum.Results))
+			}
+		})
 	}
 }
