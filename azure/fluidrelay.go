@@ -154,7 +154,6 @@ type (
 	server struct {
 		ID         string            `json:"id"`
 		Name       string            `json:"name"`
-		Location   string            `json:"location"`
 		Properties *serverProperties `json:"properties,omitempty"`
 	}
 	serverProperties struct {
@@ -165,12 +164,7 @@ type (
 		CustomerManagedKeyEncryption *cmkEncryption `json:"customerManagedKeyEncryption,omitempty"`
 	}
 	cmkEncryption struct {
-		KeyEncryptionKeyIdentity *cmkIdentity `json:"keyEncryptionKeyIdentity,omitempty"`
-		KeyEncryptionKeyURL      string       `json:"keyEncryptionKeyUrl,omitempty"`
-	}
-	cmkIdentity struct {
-		IdentityType                   string `json:"identityType,omitempty"`
-		UserAssignedIdentityResourceID string `json:"userAssignedIdentityResourceId,omitempty"`
+		KeyEncryptionKeyURL string `json:"keyEncryptionKeyUrl,omitempty"`
 	}
 	// serverUpdate is FluidRelayServerUpdate; only encryption is sent.
 	serverUpdate struct {
@@ -186,15 +180,11 @@ type (
 )
 
 func (s server) domain() rotation.Server {
-	out := rotation.Server{ID: s.ID, Location: s.Location}
+	out := rotation.Server{ID: s.ID}
 	if p := s.Properties; p != nil {
 		out.ProvisioningState = p.ProvisioningState
-		if p.Encryption != nil && p.Encryption.CustomerManagedKeyEncryption != nil {
-			c := p.Encryption.CustomerManagedKeyEncryption
-			out.KeyURL = c.KeyEncryptionKeyURL
-			if c.KeyEncryptionKeyIdentity != nil {
-				out.KeyIdentity = c.KeyEncryptionKeyIdentity.UserAssignedIdentityResourceID
-			}
+		if e := p.Encryption; e != nil && e.CustomerManagedKeyEncryption != nil {
+			out.KeyURL = e.CustomerManagedKeyEncryption.KeyEncryptionKeyURL
 		}
 	}
 	return out

@@ -19,10 +19,10 @@ type EventHandler interface {
 
 var _ EventHandler = (*rotation.Rotator)(nil)
 
-// defaultReplayBatch is how many events one HandleEvents call gets: the
-// events of one key within a batch share a rotation, and later batches
-// find those servers current.
-const defaultReplayBatch = 500
+// ReplayBatch is how many events one HandleEvents call gets unless told
+// otherwise: the events of one key within a batch share a rotation, and
+// later batches find those servers current.
+const ReplayBatch = 500
 
 // ReplayOptions configures DeadLetters.Replay. The zero value replays
 // every unmarked blob.
@@ -39,7 +39,7 @@ type ReplayOptions struct {
 	Again bool
 
 	// Batch is how many events one HandleEvents call gets at most; a
-	// blob is never split. Zero: 500.
+	// blob is never split. Zero: ReplayBatch.
 	Batch int
 
 	// Progress, when set, is called after every batch.
@@ -90,7 +90,7 @@ func (d *DeadLetters) Replay(ctx context.Context, h EventHandler, opts ReplayOpt
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if opts.Batch <= 0 {
-		opts.Batch = defaultReplayBatch
+		opts.Batch = ReplayBatch
 	}
 
 	var sum ReplaySummary

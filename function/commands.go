@@ -13,6 +13,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
+	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/handler"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -20,11 +21,6 @@ import (
 // maxReplayFile bounds what replay reads: a day of dead-lettered events
 // for a handful of keys is far smaller.
 const maxReplayFile = 256 << 20
-
-// replayBatch is how many events replay hands the rotator at once; events
-// of one key within a batch share one rotation, and later batches find
-// those servers current.
-const replayBatch = 500
 
 // cliApp loads settings and builds the app for a one-shot command,
 // logging as text to stderr unless LOG_FORMAT says otherwise.
@@ -142,11 +138,11 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	progress := isTerminal(e.stderr) && len(events) > replayBatch
+	progress := isTerminal(e.stderr) && len(events) > azure.ReplayBatch
 	var results []rotation.EventResult
 	start := time.Now()
-	for i := 0; i < len(events); i += replayBatch {
-		batch := events[i:min(i+replayBatch, len(events))]
+	for i := 0; i < len(events); i += azure.ReplayBatch {
+		batch := events[i:min(i+azure.ReplayBatch, len(events))]
 		results = append(results, a.rotator.HandleEvents(ctx, batch)...)
 		if progress {
 			fmt.Fprintf(e.stderr, "\rreplayed %d of %d events (%s)", len(results), len(events), since(start))

@@ -170,7 +170,7 @@ type httpOutput struct {
 func (s *server) jsonMode(path string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, inv := invocationOf(r)
-		env, ok := s.envelope(w, r, inv)
+		env, ok := s.envelope(w, r, s.refuseInvocation(w, r, inv))
 		if !ok {
 			return
 		}

@@ -16,13 +16,12 @@ type Problem struct {
 
 // Problem types this API uses. They are stable identifiers, not links.
 const (
-	problemBadJSON     = "urn:cmkrotator:problem:bad-json"
-	problemBadRequest  = "urn:cmkrotator:problem:bad-request"
-	problemTooLarge    = "urn:cmkrotator:problem:too-large"
-	problemUnknownKey  = "urn:cmkrotator:problem:unknown-key"
-	problemMethod      = "urn:cmkrotator:problem:method-not-allowed"
-	problemNotFound    = "urn:cmkrotator:problem:not-found"
-	problemUnsupported = "urn:cmkrotator:problem:unsupported-media-type"
+	problemBadJSON    = "urn:cmkrotator:problem:bad-json"
+	problemBadRequest = "urn:cmkrotator:problem:bad-request"
+	problemTooLarge   = "urn:cmkrotator:problem:too-large"
+	problemUnknownKey = "urn:cmkrotator:problem:unknown-key"
+	problemMethod     = "urn:cmkrotator:problem:method-not-allowed"
+	problemNotFound   = "urn:cmkrotator:problem:not-found"
 )
 
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, title, detail string) {

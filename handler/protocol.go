@@ -19,13 +19,6 @@ type InvokeRequest struct {
 	Metadata map[string]json.RawMessage `json:"Metadata"`
 }
 
-// Sys is Metadata.sys, which the host adds to every invocation.
-type Sys struct {
-	MethodName string `json:"MethodName"`
-	UtcNow     string `json:"UtcNow"`
-	RandGuid   string `json:"RandGuid"`
-}
-
 // RetryContext is Metadata.RetryContext, present when host.json or
 // function.json configures a retry policy.
 type RetryContext struct {
@@ -86,15 +79,6 @@ func (r InvokeRequest) Binding(name string) ([]byte, error) {
 		return nil, fmt.Errorf("binding %q: %w: want a JSON object or array", name, errBinding)
 	}
 	return v, nil
-}
-
-// Sys returns Metadata.sys, zero when absent or unreadable.
-func (r InvokeRequest) Sys() Sys {
-	var s Sys
-	if raw, ok := r.Metadata["sys"]; ok {
-		_ = json.Unmarshal(raw, &s) // informational only
-	}
-	return s
 }
 
 // Retry returns Metadata.RetryContext and whether it was present.

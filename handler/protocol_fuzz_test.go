@@ -19,7 +19,6 @@ func FuzzEnvelope(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_ = req.Sys()
 		_, _ = req.Retry()
 		b, err := req.Binding("event")
 		if err != nil {

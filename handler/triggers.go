@@ -20,7 +20,7 @@ import (
 func (s *server) keyNewVersionCreated(w http.ResponseWriter, r *http.Request) {
 	ctx, inv := invocationOf(r)
 	attrs := []any{"function", "KeyNewVersionCreated"}
-	req, ok := s.triggerEnvelope(ctx, w, r, inv, "event dropped: undecodable invocation", attrs)
+	req, ok := s.envelope(w, r, s.dropTrigger(ctx, w, inv, "event dropped: undecodable invocation", attrs))
 	if !ok {
 		return
 	}
@@ -64,7 +64,8 @@ func (s *server) keyNewVersionCreated(w http.ResponseWriter, r *http.Request) {
 func (s *server) reconcile(w http.ResponseWriter, r *http.Request) {
 	ctx, inv := invocationOf(r)
 	attrs := []any{"function", "Reconcile"}
-	if _, ok := s.triggerEnvelope(ctx, w, r, inv, "timer tick dropped: undecodable invocation", attrs); !ok {
+	drop := s.dropTrigger(ctx, w, inv, "timer tick dropped: undecodable invocation", attrs)
+	if _, ok := s.envelope(w, r, drop); !ok {
 		return
 	}
 	s.log.InfoContext(ctx, "reconcile started")
@@ -84,9 +85,9 @@ func (s *server) reconcile(w http.ResponseWriter, r *http.Request) {
 	writeInvoke(w, invocationStatus(reports), inv.Logs(), nil)
 }
 
-// envelope reads and decodes the host's envelope, answering the host
-// itself when that fails.
-func (s *server) envelope(w http.ResponseWriter, r *http.Request, inv *invocation) (InvokeRequest, bool) {
+// envelope reads and decodes the host's envelope. When that fails it
+// has refuse answer the host and returns false.
+func (s *server) envelope(w http.ResponseWriter, r *http.Request, refuse func(error)) (InvokeRequest, bool) {
 	data, err := readBody(w, r, maxEnvelope)
 	if err == nil {
 		var req InvokeRequest
@@ -94,34 +95,35 @@ func (s *server) envelope(w http.ResponseWriter, r *http.Request, inv *invocatio
 			return req, true
 		}
 	}
-	s.log.ErrorContext(r.Context(), "invocation refused", "path", r.URL.Path, "err", err)
-	status := http.StatusBadRequest
-	if errors.Is(err, errTooLarge) {
-		status = http.StatusRequestEntityTooLarge
-	}
-	writeInvoke(w, status, append(inv.Logs(), fmt.Sprint("invocation refused: ", err)), nil)
+	refuse(err)
 	return InvokeRequest{}, false
 }
 
-// triggerEnvelope reads and decodes the envelope of a trigger invocation.
-// When that fails it logs msg as an error and answers 200 itself: the
-// host would turn any other answer into a failed invocation, and Event
-// Grid would redeliver the same bytes for a day. The body is still read
-// only up to its limit, and the connection is closed after a body that
-// goes past it.
-func (s *server) triggerEnvelope(ctx context.Context, w http.ResponseWriter, r *http.Request,
-	inv *invocation, msg string, attrs []any) (InvokeRequest, bool) {
-	data, err := readBody(w, r, maxEnvelope)
-	if err == nil {
-		var req InvokeRequest
-		if req, err = decodeInvokeRequest(data); err == nil {
-			return req, true
+// refuseInvocation answers an undecodable envelope of an HTTP-triggered
+// function 400, or 413 past the limit.
+func (s *server) refuseInvocation(w http.ResponseWriter, r *http.Request, inv *invocation) func(error) {
+	return func(err error) {
+		s.log.ErrorContext(r.Context(), "invocation refused", "path", r.URL.Path, "err", err)
+		status := http.StatusBadRequest
+		if errors.Is(err, errTooLarge) {
+			status = http.StatusRequestEntityTooLarge
 		}
+		writeInvoke(w, status, append(inv.Logs(), fmt.Sprint("invocation refused: ", err)), nil)
 	}
-	if errors.Is(err, errTooLarge) {
-		w.Header().Set("Connection", "close")
+}
+
+// dropTrigger answers an undecodable envelope of a trigger invocation:
+// it logs msg as an error and answers 200, for the host would turn any
+// other answer into a failed invocation and Event Grid would redeliver
+// the same bytes for a day. The body is still read only up to its
+// limit, and the connection is closed after a body that goes past it.
+func (s *server) dropTrigger(ctx context.Context, w http.ResponseWriter, inv *invocation,
+	msg string, attrs []any) func(error) {
+	return func(err error) {
+		if errors.Is(err, errTooLarge) {
+			w.Header().Set("Connection", "close")
+		}
+		s.log.ErrorContext(ctx, msg, append(attrs, "err", err)...)
+		writeInvoke(w, http.StatusOK, inv.Logs(), nil)
 	}
-	s.log.ErrorContext(ctx, msg, append(attrs, "err", err)...)
-	writeInvoke(w, http.StatusOK, inv.Logs(), nil)
-	return InvokeRequest{}, false
 }

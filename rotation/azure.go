@@ -39,15 +39,11 @@ type KeyVersion struct {
 // Server is a Fluid Relay server as Resource Manager reports it.
 type Server struct {
 	ID                string // full ARM resource ID
-	Location          string //
 	ProvisioningState string // "Succeeded", "Failed", "Canceled", …
 	// KeyURL is properties.encryption.customerManagedKeyEncryption.
 	// keyEncryptionKeyUrl; empty when the server has no customer-managed
 	// key.
 	KeyURL string
-	// KeyIdentity is the user-assigned identity resource ID the server uses
-	// to reach the key; empty when not set.
-	KeyIdentity string
 }
 
 // Keys reads Key Vault key metadata. Implementations are safe for

@@ -282,7 +282,7 @@ func TestReports(t *testing.T) {
 		{"none", nil, nil},
 		{"ignored only", []rotation.EventResult{{EventID: "1", Ignored: rotation.IgnoredNotRotation}}, nil},
 		{"shared once, in first-event order", []rotation.EventResult{
-			{EventID: "1", Report: b}, {EventID: "2", Ignored: rotation.IgnoredNoKey},
+			{EventID: "1", Report: b}, {EventID: "2", Ignored: rotation.IgnoredNotSubscribed},
 			{EventID: "3", Report: a}, {EventID: "4", Report: b},
 		}, []rotation.Report{*b, *a}},
 	}

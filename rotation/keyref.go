@@ -110,20 +110,6 @@ func (k KeyRef) ID() string {
 	return strings.ToLower(k.Vault) + "/" + strings.ToLower(k.Name)
 }
 
-// VaultName returns the vault's name: the first DNS label of its host
-// ("contoso" for contoso.vault.azure.net), or the whole host for an address.
-func (k KeyRef) VaultName() string {
-	host := k.Vault
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	if net.ParseIP(host) != nil {
-		return k.Vault
-	}
-	name, _, _ := strings.Cut(host, ".")
-	return name
-}
-
 // IsLoopback reports whether the vault host is a loopback address or a
 // localhost name: an emulator or test harness, never Azure.
 func (k KeyRef) IsLoopback() bool { return IsLoopbackHost(k.Vault) }

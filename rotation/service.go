@@ -23,7 +23,6 @@ type EventResult struct {
 const (
 	IgnoredNotRotation   = "not a rotation event"
 	IgnoredNotSubscribed = "key not subscribed"
-	IgnoredNoKey         = "event names no key"
 )
 
 // HandleEvents rotates each subscribed key named by a
@@ -51,8 +50,6 @@ func (r *Rotator) HandleEvents(ctx context.Context, events []Event) []EventResul
 		switch {
 		case !e.Rotates():
 			results[i].Ignored = IgnoredNotRotation
-		case e.Key.Name == "":
-			results[i].Ignored = IgnoredNoKey
 		default:
 			if _, ok := r.cfg.Targets.Lookup(e.Key); !ok {
 				results[i].Ignored = IgnoredNotSubscribed
@@ -206,7 +203,7 @@ func (r *Rotator) Status(ctx context.Context) Status {
 
 func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 	ks := KeyStatus{Key: t.Key.String(), Servers: []ServerStatus{}, SafeToDisable: []string{}}
-	cur, err := r.cfg.Keys.Key(ctx, t.Key)
+	cur, err := r.version(ctx, t.Key, t.Key)
 	if err != nil {
 		ks.Error = "read current version: " + err.Error()
 	} else {
