@@ -94,7 +94,6 @@ func newApp(s Settings, opts azcore.ClientOptions, log *slog.Logger) (*app, erro
 	check := newCredentialCheck(cred, what, s.ARMAudience, log)
 	h, err := handler.New(handler.Config{
 		Rotator:    rot,
-		Targets:    s.Targets,
 		Credential: check.status,
 		Logger:     log,
 	})

@@ -59,15 +59,15 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, r, http.StatusBadRequest, problemBadRequest, "Invalid key URL", err.Error())
 		return
 	}
-	if _, ok := s.cfg.Targets.Lookup(ref); !ok {
-		writeProblem(w, r, http.StatusNotFound, problemUnknownKey, "Key not subscribed",
-			fmt.Sprintf("%s is not in the subscription map (ROTATION_TARGETS); only mapped keys can be rotated", ref.Versionless()))
-		return
-	}
 
 	s.log.InfoContext(ctx, "rotation requested", "key_name", ref.Name, "key_version", ref.Version,
 		"vault", ref.Vault, "dry_run", in.DryRun, "allow_older", in.AllowOlder)
 	rep := s.cfg.Rotator.Rotate(ctx, rotation.Request{Key: ref, DryRun: in.DryRun, AllowOlder: in.AllowOlder, Manual: true})
+	if rep.ErrorKind == rotation.KindNotSubscribed {
+		writeProblem(w, r, http.StatusNotFound, problemUnknownKey, "Key not subscribed",
+			fmt.Sprintf("%s is not in the subscription map (ROTATION_TARGETS); only mapped keys can be rotated", ref.Versionless()))
+		return
+	}
 	writeAPI(w, []rotation.Report{rep}, rep)
 }
 

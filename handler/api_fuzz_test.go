@@ -40,12 +40,7 @@ func (idle) Status(context.Context) rotation.Status {
 
 func fuzzHandler(f *testing.F) http.Handler {
 	f.Helper()
-	targets, err := rotation.ParseTargets([]byte(`{"targets":[{"key":"https://sample-kv.vault.azure.net/keys/newkey",` +
-		`"servers":["/subscriptions/s/resourceGroups/rg/providers/Microsoft.FluidRelay/fluidRelayServers/relay"]}]}`))
-	if err != nil {
-		f.Fatal(err)
-	}
-	h, err := handler.New(handler.Config{Rotator: idle{}, Targets: targets})
+	h, err := handler.New(handler.Config{Rotator: idle{}})
 	if err != nil {
 		f.Fatal(err)
 	}

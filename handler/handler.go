@@ -33,8 +33,9 @@ type CredentialStatus struct {
 
 // Config configures the handler.
 type Config struct {
-	Rotator Rotator          // required
-	Targets rotation.Targets // the subscription map; unknown keys are refused with 404 before any call
+	// Rotator is required. It owns the subscription map: a key it
+	// reports not subscribed is answered 404 before any call to Azure.
+	Rotator Rotator
 
 	// Credential reports the last credential check for /api/status; nil
 	// leaves it out.

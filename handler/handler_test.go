@@ -419,6 +419,11 @@ func TestRotateAPI(t *testing.T) {
 				return `{"key":"https://` + f.key.Vault + `/keys/other"}`
 			},
 			wantStatus: http.StatusNotFound, wantProblem: "urn:cmkrotator:problem:unknown-key",
+			check: func(t *testing.T, f *fixture, _ []byte) {
+				if reqs := f.emu.Requests(); len(reqs) != 0 {
+					t.Errorf("got %d requests to Azure, want none for a key the rotator does not map", len(reqs))
+				}
+			},
 		},
 		{"malformed JSON", func(*testing.T, *fixture) string { return `{"key":` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil, ""},
 		{"unknown field", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `","dryrun":true}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil, ""},

@@ -82,7 +82,7 @@ func newInproc(t testing.TB, servers int) *inproc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.h, err = handler.New(handler.Config{Rotator: rot, Targets: targets, Logger: log}); err != nil {
+	if p.h, err = handler.New(handler.Config{Rotator: rot, Logger: log}); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -76,7 +76,6 @@ func setup(t *testing.T) *fixture {
 	}
 	h, err := handler.New(handler.Config{
 		Rotator: rot,
-		Targets: targets,
 		Logger:  log,
 		Credential: func() handler.CredentialStatus {
 			return handler.CredentialStatus{OK: true}

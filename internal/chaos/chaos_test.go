@@ -420,7 +420,7 @@ func (s *scenario) newHandler(t *testing.T) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := handler.New(handler.Config{Rotator: rot, Targets: s.targets, Logger: log})
+	h, err := handler.New(handler.Config{Rotator: rot, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
