@@ -36,7 +36,8 @@ var (
 	defaultSettings = []string{
 		"AZURE_CLIENT_ID", "ROTATION_TARGETS", "ROTATION_ARM_ENDPOINT",
 		"ROTATION_ARM_AUDIENCE", "ROTATION_CONCURRENCY", "ROTATION_DEADLINE",
-		"ROTATION_DRY_RUN", "ROTATION_RECONCILE_SCHEDULE", "LOG_LEVEL", "LOG_FORMAT",
+		"ROTATION_DRY_RUN", "ROTATION_RECONCILE_SCHEDULE", "ROTATION_LOCK_CONTAINER",
+		"LOG_LEVEL", "LOG_FORMAT",
 	}
 	defaultEventType = "Microsoft.KeyVault.KeyNewVersionCreated"
 )
@@ -136,6 +137,23 @@ func TestChecksCatchDisagreement(t *testing.T) {
 			"principalId: hostIdentity.properties.principalId\n    principalType: 'ServicePrincipal'\n    description: 'Functions host: AzureWebJobsStorage",
 			"principalId: rotatorIdentity.properties.principalId\n    principalType: 'ServicePrincipal'\n    description: 'Functions host: AzureWebJobsStorage",
 			"storageBlobDataOwner"},
+		{"lock role on the account", "identities",
+			"name: guid(lockContainer.id, rotatorIdentity.id, roles.storageBlobDataContributor)\n  scope: lockContainer",
+			"name: guid(lockContainer.id, rotatorIdentity.id, roles.storageBlobDataContributor)\n  scope: deadLetterStorage",
+			"deadLetterStorage"},
+		{"lock role owner", "identities",
+			"roles.storageBlobDataContributor\n    )\n    principalId: rotatorIdentity.properties.principalId\n    principalType: 'ServicePrincipal'\n    description: 'cmkrotator: lease",
+			"roles.storageBlobDataOwner\n    )\n    principalId: rotatorIdentity.properties.principalId\n    principalType: 'ServicePrincipal'\n    description: 'cmkrotator: lease",
+			"storageBlobDataOwner"},
+		{"lock container in host storage", "lock container",
+			"parent: deadLetterBlobs\n  name: lockContainerName", "parent: hostBlobs\n  name: lockContainerName", "hostBlobs"},
+		{"lock container public", "lock container",
+			"name: lockContainerName\n  properties: {\n    publicAccess: 'None'", "name: lockContainerName\n  properties: {\n    publicAccess: 'Blob'", "publicAccess"},
+		{"lock setting elsewhere", "lock container",
+			"value: '${deadLetterStorage.properties.primaryEndpoints.blob}${lockContainerName}'",
+			"value: '${deadLetterStorage.properties.primaryEndpoints.blob}${deadLetterContainerName}'", "ROTATION_LOCK_CONTAINER"},
+		{"lock setting missing", "app settings",
+			"name: 'ROTATION_LOCK_CONTAINER'", "name: 'ROTATION_LOCKS'", "ROTATION_LOCK_CONTAINER"},
 		{"client id of the host", "identities",
 			"value: rotatorIdentity.properties.clientId", "value: hostIdentity.properties.clientId", "AZURE_CLIENT_ID"},
 		{"purge protection off", "key vault",
@@ -231,6 +249,7 @@ var checks = []check{
 	{"identities", checkIdentities},
 	{"fluid relay", checkFluidRelay},
 	{"key vault", checkKeyVault},
+	{"lock container", checkLockContainer},
 	{"api versions", checkAPIVersions},
 	{"parameters", checkParameters},
 	{"deploy docs", checkDeployDocs},
@@ -447,7 +466,7 @@ func checkRoleDefinitions(d *deployment, in repo) []string {
 }
 
 // checkIdentities: the rotator identity is AZURE_CLIENT_ID and holds exactly
-// three grants; Fluid Relay's identity holds the crypto role on the keys.
+// four grants (three here, one in the Fluid Relay module); Fluid Relay's identity holds the crypto role on the keys.
 func checkIdentities(d *deployment, in repo) []string {
 	var problems []string
 	if v := d.settingValue("AZURE_CLIENT_ID"); v != "rotatorIdentity.properties.clientId" {
@@ -458,6 +477,7 @@ func checkIdentities(d *deployment, in repo) []string {
 	want := []grant{
 		{Scope: "deadLetterContainer", Role: "roles.storageBlobDataContributor"},
 		{Scope: "keys[i]", Role: "keyReaderRoleName"},
+		{Scope: "lockContainer", Role: "roles.storageBlobDataContributor"},
 	}
 	if !slices.Equal(got, want) {
 		problems = append(problems, fmt.Sprintf("rotator identity grants are %+v, want %+v", got, want))
@@ -550,6 +570,31 @@ func checkKeyVault(d *deployment, in repo) []string {
 	return problems
 }
 
+// checkLockContainer: the rotation lock container sits beside the
+// dead-letter container, private, and ROTATION_LOCK_CONTAINER is its URL.
+// (Who may use it is checkIdentities'.)
+func checkLockContainer(d *deployment, in repo) []string {
+	var problems []string
+	c, ok := d.symbol("lockContainer")
+	if !ok || c.Type != "Microsoft.Storage/storageAccounts/blobServices/containers" {
+		return []string{"no blob container lockContainer"}
+	}
+	if p := scalar(c.Body, "parent"); p != "deadLetterBlobs" {
+		problems = append(problems, fmt.Sprintf("lockContainer's parent is %q, want deadLetterBlobs (the dead-letter account)", p))
+	}
+	if name, _ := varValue(d.main, "lockContainerName"); scalar(c.Body, "name") != "lockContainerName" || name != "'cmkrotator-locks'" {
+		problems = append(problems, fmt.Sprintf("lockContainer is not named lockContainerName = 'cmkrotator-locks' (var is %s)", name))
+	}
+	if p := scalar(c.Body, "publicAccess"); p != "'None'" {
+		problems = append(problems, fmt.Sprintf("lockContainer publicAccess is %s, want 'None'", p))
+	}
+	want := "'${deadLetterStorage.properties.primaryEndpoints.blob}${lockContainerName}'"
+	if v := d.settingValue("ROTATION_LOCK_CONTAINER"); v != want {
+		problems = append(problems, fmt.Sprintf("ROTATION_LOCK_CONTAINER is %s, want %s", v, want))
+	}
+	return problems
+}
+
 // checkAPIVersions: every resource type at its checked, non-preview version.
 func checkAPIVersions(d *deployment, in repo) []string {
 	var problems []string
@@ -589,7 +634,8 @@ func checkParameters(d *deployment, in repo) []string {
 	return problems
 }
 
-// checkDeployDocs: the documented build produces the binary host.json runs.
+// checkDeployDocs: the documented build produces the binary host.json runs,
+// and the lock setting is explained.
 func checkDeployDocs(d *deployment, in repo) []string {
 	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "deploy.md"))
 	if err != nil {
@@ -602,6 +648,9 @@ func checkDeployDocs(d *deployment, in repo) []string {
 	}
 	if !strings.Contains(string(doc), "subscribeEvents=true") {
 		problems = append(problems, "docs/deploy.md does not say to deploy again with subscribeEvents=true")
+	}
+	if !strings.Contains(string(doc), "ROTATION_LOCK_CONTAINER") {
+		problems = append(problems, "docs/deploy.md does not explain ROTATION_LOCK_CONTAINER")
 	}
 	return problems
 }

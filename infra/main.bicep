@@ -7,7 +7,7 @@
 //     own storage and telemetry, and "rotator" (AZURE_CLIENT_ID) for the
 //     product, which may only read and write the subscribed Fluid Relay
 //     servers, read the metadata of the mapped keys and use the dead-letter
-//     container;
+//     and lock containers;
 //   - the Key Vault (RBAC, soft delete, purge protection) and RSA keys with a
 //     rotation policy, or references to existing ones in this resource group;
 //   - a user-assigned identity for Fluid Relay's CMK with "Key Vault Crypto
@@ -180,6 +180,7 @@ var token = toLower(uniqueString(resourceGroup().id, name))
 var functionAppName = 'func-${name}-${token}'
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'deadletter'
+var lockContainerName = 'cmkrotator-locks'
 var eventSubscriptionName = 'cmkrotator-key-new-version'
 var keyNewVersionCreated = 'Microsoft.KeyVault.KeyNewVersionCreated'
 
@@ -248,7 +249,8 @@ var keyReaderRoleName = guid(subscription().id, resourceGroup().id, 'cmkrotator-
 // Identities
 
 // The product's identity (AZURE_CLIENT_ID). Its only grants: the Fluid Relay
-// custom role, key metadata read on the mapped keys, the dead-letter container.
+// custom role, key metadata read on the mapped keys, the dead-letter and lock
+// containers.
 resource rotatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${name}-rotator'
   location: appLocation
@@ -417,8 +419,8 @@ resource cmkKeyAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
 
 // ---------------------------------------------------------------------------
 // Storage: host storage (Functions host and deployment package) and a
-// separate dead-letter account, so that the rotator's blob access is the
-// dead-letter container and nothing else.
+// separate account for dead letters and rotation locks, so that the rotator's
+// blob access is those two containers and nothing else.
 
 resource hostStorage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
   name: 'st${token}'
@@ -486,6 +488,16 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+// One blob per key, leased while an instance of the app rotates that key, so
+// that instances never rotate one key at once (ROTATION_LOCK_CONTAINER).
+resource lockContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2025-06-01' = {
+  parent: deadLetterBlobs
+  name: lockContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(hostStorage.id, hostIdentity.id, roles.storageBlobDataOwner)
   scope: hostStorage
@@ -508,6 +520,20 @@ resource rotatorDeadLetterAccess 'Microsoft.Authorization/roleAssignments@2022-0
     principalId: rotatorIdentity.properties.principalId
     principalType: 'ServicePrincipal'
     description: 'cmkrotator: read and clear dead-lettered key events'
+  }
+}
+
+resource rotatorLockAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(lockContainer.id, rotatorIdentity.id, roles.storageBlobDataContributor)
+  scope: lockContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId(
+      'Microsoft.Authorization/roleDefinitions',
+      roles.storageBlobDataContributor
+    )
+    principalId: rotatorIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+    description: 'cmkrotator: lease the lock blob of a key while rotating it'
   }
 }
 
@@ -624,6 +650,10 @@ var appSettings = [
   {
     name: 'ROTATION_RECONCILE_SCHEDULE'
     value: reconcileSchedule
+  }
+  {
+    name: 'ROTATION_LOCK_CONTAINER'
+    value: '${deadLetterStorage.properties.primaryEndpoints.blob}${lockContainerName}'
   }
   {
     name: 'LOG_LEVEL'
@@ -921,6 +951,9 @@ output eventSubscriptionName string = subscribeEvents ? eventSubscriptionName : 
 
 @description('Dead-letter container URL (blobs land under <SUBSCRIPTION NAME IN CAPITALS>/<y>/<m>/<d>/<h>/).')
 output deadLetterContainerUrl string = '${deadLetterStorage.properties.primaryEndpoints.blob}${deadLetterContainerName}'
+
+@description('Rotation lock container URL (ROTATION_LOCK_CONTAINER): one blob per key, leased during its rotation.')
+output lockContainerUrl string = '${deadLetterStorage.properties.primaryEndpoints.blob}${lockContainerName}'
 
 @description('Pull delivery: namespace topic endpoint host name (empty when disabled).')
 output pullHostName string = enablePullDelivery ? pullNamespace.properties.topicsConfiguration.hostname : ''
