@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/handler"
@@ -59,8 +60,9 @@ type credentialCheck struct {
 	scopes []string
 	log    *slog.Logger
 
-	mu   sync.Mutex
-	last handler.CredentialStatus
+	mu     sync.Mutex
+	last   handler.CredentialStatus
+	checks singleflight.Group // one check at a time, shared by the callers
 }
 
 func newCredentialCheck(cred azcore.TokenCredential, what, armAudience string, log *slog.Logger) *credentialCheck {
@@ -76,10 +78,14 @@ func newCredentialCheck(cred azcore.TokenCredential, what, armAudience string, l
 	}
 }
 
+// credentialTimeout bounds one check: a token endpoint that has not
+// answered by then will not help an operator reading the status.
+const credentialTimeout = 15 * time.Second
+
 // run checks every scope and logs when the verdict changes: one error
 // line when the endpoint starts refusing, one info line when it accepts.
 func (c *credentialCheck) run(ctx context.Context) handler.CredentialStatus {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, credentialTimeout)
 	defer cancel()
 
 	st := handler.CredentialStatus{Checked: time.Now().UTC(), OK: true}
@@ -108,14 +114,30 @@ func (c *credentialCheck) run(ctx context.Context) handler.CredentialStatus {
 
 // status returns the last verdict, checking again when it is older than a
 // minute (tokens are cached, so a check is cheap when all is well).
-func (c *credentialCheck) status() handler.CredentialStatus {
+// Concurrent callers share one check, which outlives any one caller's
+// ctx (bounded by credentialTimeout); a caller whose ctx ends first gets
+// the last verdict, or a refusal saying the check did not finish.
+func (c *credentialCheck) status(ctx context.Context) handler.CredentialStatus {
 	c.mu.Lock()
 	last := c.last
 	c.mu.Unlock()
 	if !last.Checked.IsZero() && time.Since(last.Checked) < time.Minute {
 		return last
 	}
-	return c.run(context.Background())
+
+	ch := c.checks.DoChan("check", func() (any, error) {
+		return c.run(context.WithoutCancel(ctx)), nil
+	})
+	select {
+	case res := <-ch:
+		return res.Val.(handler.CredentialStatus)
+	case <-ctx.Done():
+	}
+	if !last.Checked.IsZero() {
+		return last
+	}
+	return handler.CredentialStatus{Checked: time.Now().UTC(),
+		Error: fmt.Sprintf("%s: the token check did not finish: %v", c.what, ctx.Err())}
 }
 
 // oneLine folds a multi-line SDK error (azidentity's include response

@@ -112,7 +112,7 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	resp := StatusResponse{Status: s.cfg.Rotator.Status(r.Context())}
 	if s.cfg.Credential != nil {
-		c := s.cfg.Credential()
+		c := s.cfg.Credential(r.Context())
 		resp.Credential = &c
 	}
 	writeJSON(w, http.StatusOK, "application/json", resp)

@@ -37,9 +37,10 @@ type Config struct {
 	// reports not subscribed is answered 404 before any call to Azure.
 	Rotator Rotator
 
-	// Credential reports the last credential check for /api/status; nil
+	// Credential reports the last credential check for /api/status,
+	// waiting for a new check no longer than the request's context; nil
 	// leaves it out.
-	Credential func() CredentialStatus
+	Credential func(context.Context) CredentialStatus
 
 	// Logger receives request and invocation logs. Wrap its handler with
 	// LogHandler so that invocation ids reach every line. Nil: discard.

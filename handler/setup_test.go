@@ -77,7 +77,7 @@ func setup(t *testing.T) *fixture {
 	h, err := handler.New(handler.Config{
 		Rotator: rot,
 		Logger:  log,
-		Credential: func() handler.CredentialStatus {
+		Credential: func(context.Context) handler.CredentialStatus {
 			return handler.CredentialStatus{OK: true}
 		},
 	})
