@@ -327,3 +327,21 @@ func TestHandleEvents_KidHostNotInMapIgnored(t *testing.T) {
 		t.Errorf("got %d requests, want none", len(reqs))
 	}
 }
+
+// TestStatus_KidOnAnotherHost: status does not take a version Key Vault
+// names on another host for the mapped key's current version.
+func TestStatus_KidOnAnotherHost(t *testing.T) {
+	f := setup(t, 1)
+	f.newVersion(t)
+	f.vault.SetKeyIDHost("cmk-kv1.privatelink.vaultcore.azure.net")
+
+	st := f.rotator(t, nil).Status(t.Context())
+
+	ks := st.Keys[0]
+	if ks.Error == "" || ks.CurrentVersion != "" {
+		t.Errorf("got current version %q, error %q; want no current version and an error", ks.CurrentVersion, ks.Error)
+	}
+	if len(ks.SafeToDisable) != 0 {
+		t.Errorf("got safe to disable %v, want none offered", ks.SafeToDisable)
+	}
+}
