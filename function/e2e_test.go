@@ -463,3 +463,23 @@ func TestStatusRefusedCredential(t *testing.T) {
 		t.Errorf("got %d rows in %d lines, want %d rows and a few lines more:\n%s", rows, lines, len(w.ids), out)
 	}
 }
+
+// TestServe_WarnsOfALongDeadline: a ROTATION_DEADLINE beyond what Event
+// Grid waits for is accepted, with one warning at start.
+func TestServe_WarnsOfALongDeadline(t *testing.T) {
+	w := seed(t)
+	for _, tt := range []struct {
+		deadline string
+		warnings int
+	}{{"28s", 0}, {"2m", 1}} {
+		t.Run(tt.deadline, func(t *testing.T) {
+			h := start(t, append(w.env(t, w.emu.ClientID()), "ROTATION_DEADLINE="+tt.deadline))
+			if err := h.Close(); err != nil {
+				t.Fatalf("got exit %v, want a clean exit", err)
+			}
+			if got := strings.Count(h.Output(), "ROTATION_DEADLINE is longer than Event Grid waits"); got != tt.warnings {
+				t.Errorf("got %d warnings, want %d:\n%s", got, tt.warnings, h.Output())
+			}
+		})
+	}
+}

@@ -20,6 +20,12 @@ import (
 // Event Grid invocation's own deadline is 25 s.
 const shutdownGrace = 30 * time.Second
 
+// eventGridWait is how long Event Grid waits for the answer to a
+// delivery (30 s) less a margin for the host: a rotation deadline beyond
+// it outlives the delivery, which Event Grid then counts as failed.
+// https://learn.microsoft.com/azure/event-grid/delivery-and-retry
+const eventGridWait = 28 * time.Second
+
 func serveCommand(ctx context.Context, args []string, e env) error {
 	fs := newFlags("serve", "usage: cmkrotator [serve]\n\n"+
 		"Serves the custom handler on 127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT, as the\n"+
@@ -36,6 +42,10 @@ func serveCommand(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	log := newLogger(s.LogFormat, s.LogLevel, e.stdout, e.stderr)
+	if s.Deadline > eventGridWait {
+		log.Warn("ROTATION_DEADLINE is longer than Event Grid waits for an answer; "+
+			"a slow rotation is redelivered while it still runs", "deadline", s.Deadline, "event_grid_wait", 30*time.Second)
+	}
 
 	app, err := newApp(s, azcore.ClientOptions{}, log)
 	if err != nil {
@@ -104,15 +114,19 @@ func newApp(s Settings, opts azcore.ClientOptions, log *slog.Logger) (*app, erro
 }
 
 // serveOn serves h on ln until ctx ends, then lets in-flight requests
-// finish within shutdownGrace.
+// finish within shutdownGrace, and cancels the context of those still
+// running when it is over.
 func serveOn(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	// Handlers outlive ctx by the grace period, no longer.
+	base, cancelBase := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBase()
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute, // bodies are bounded and sent at once
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
@@ -126,7 +140,9 @@ func serveOn(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Log
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shut down: %w", err)
+		cancelBase()
+		srv.Close()
+		return fmt.Errorf("shut down: in-flight requests cancelled after %v: %w", shutdownGrace, err)
 	}
 	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
