@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
 	"github.com/cmkrotator/cmkrotator/internal/fakehost"
@@ -482,4 +484,82 @@ func TestServe_WarnsOfALongDeadline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDiscover lists two resource groups: the mapped servers stay, a
+// server on the mapped key's versionless URL is added (the rotation
+// reports versionless servers), and a server on an unmapped key or
+// without a customer-managed key is left out. No key is added.
+func TestDiscover(t *testing.T) {
+	w := seed(t)
+	other, err := w.vault.CreateKey("other", emulator.KeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(rg, name, keyURL string) string {
+		t.Helper()
+		id, err := w.emu.PutServer(emulator.ServerSpec{ResourceGroup: rg, Name: name, KeyURL: keyURL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	versionless := put("rg-b", "relay-versionless", w.key)
+	onOther := put("rg-b", "relay-other", other.KID)
+	plain := put(emulator.DefaultResourceGroup, "relay-plain", "")
+	scope := "/subscriptions/" + emulator.DefaultSubscription + "/resourceGroups/"
+	args := []string{"discover", "--scope", scope + emulator.DefaultResourceGroup, "--scope", scope + "rg-b"}
+	env := append(w.env(t, w.emu.ClientID()), "LOG_LEVEL=warn")
+
+	t.Run("map", func(t *testing.T) {
+		code, out, errOut := runBinary(t, env, args...)
+		if code != 0 {
+			t.Fatalf("got exit %d\n%s%s\nwant 0", code, out, errOut)
+		}
+		targets, err := rotation.ParseTargets([]byte(out))
+		if err != nil {
+			t.Fatalf("got a map ROTATION_TARGETS refuses: %v\n%s", err, out)
+		}
+		want := []string{w.key + " " + strings.Join(append(append([]string{}, w.ids...), versionless), " ")}
+		var got []string
+		for _, tg := range targets.All() {
+			got = append(got, tg.Key.String()+" "+strings.Join(tg.Servers, " "))
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("map (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("json", func(t *testing.T) {
+		code, out, errOut := runBinary(t, env, append(args, "--json")...)
+		if code != 0 {
+			t.Fatalf("got exit %d\n%s%s\nwant 0", code, out, errOut)
+		}
+		var res struct {
+			Servers []struct{ Server, Result string }
+		}
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, s := range res.Servers {
+			got[strings.ToLower(s.Server)] = s.Result
+		}
+		want := map[string]string{strings.ToLower(versionless): "added", strings.ToLower(onOther): "key not in the map",
+			strings.ToLower(plain): "no customer-managed key"}
+		for _, id := range w.ids {
+			want[strings.ToLower(id)] = "already mapped"
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("servers found (-want +got):\n%s", diff)
+		}
+	})
+
+	t.Run("listing refused", func(t *testing.T) {
+		w.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodGet, Status: http.StatusServiceUnavailable})
+		code, out, errOut := runBinary(t, env, args...)
+		if code != 3 || out != "" {
+			t.Errorf("got exit %d, stdout %q\n%s\nwant 3 and no map", code, out, errOut)
+		}
+	})
 }

@@ -92,6 +92,11 @@ func TestUsage(t *testing.T) {
 		{[]string{"rotate", "https://kv.vault.azure.net/keys/x"}, exitUsage}, // no ROTATION_TARGETS
 		{[]string{"serve"}, exitUsage},                                       // no port, no map
 		{[]string{"replay", "/nonexistent/events.json"}, exitUsage},
+		{[]string{"discover", "--help"}, exitOK},
+		{[]string{"discover"}, exitUsage},                                                  // no scope
+		{[]string{"discover", "--scope", "/subscriptions/s/providers/x"}, exitUsage},       // not a scope
+		{[]string{"discover", "--scope", "/subscriptions/s", "extra"}, exitUsage},          // an argument
+		{[]string{"discover", "--scope", "/subscriptions/s/resourceGroups/rg"}, exitUsage}, // no ROTATION_TARGETS
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -122,6 +127,7 @@ func TestHelp(t *testing.T) {
 		{[]string{"serve", "--help"}, "usage: cmkrotator [serve]", "cmkrotator rotate [flags] KEY_URL", false},
 		{[]string{"status", "-h"}, "--json prints JSON instead", "", false},
 		{[]string{"pull", "--help"}, "nothing consumed", "", false},
+		{[]string{"discover", "--help"}, "Keys are never added", "", false},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -37,6 +37,7 @@ Usage:
   cmkrotator pull [flags]                 receive events from an Event Grid namespace
   cmkrotator reconcile [flags]            every server to its key's current version
   cmkrotator status [--json]              keys, servers, versions safe to disable (a table; JSON with --json)
+  cmkrotator discover --scope SCOPE       the map with the servers found in SCOPE that use its keys added
   cmkrotator local [flags]                run everything against a local emulator
 
 Run "cmkrotator COMMAND --help" for a command's flags. Settings come from
@@ -91,6 +92,8 @@ func run(ctx context.Context, args []string, e env) int {
 		err = pullCommand(ctx, args, e)
 	case "local":
 		err = localCommand(ctx, args, e)
+	case "discover":
+		err = discoverCommand(ctx, args, e)
 	case "help":
 		fmt.Fprint(e.stdout, usage)
 		return exitOK

@@ -65,6 +65,7 @@ func serveCommand(ctx context.Context, args []string, e env) error {
 type app struct {
 	targets rotation.Targets
 	rotator *rotation.Rotator
+	servers *azure.FluidRelay
 	cred    *credentialCheck
 	handler http.Handler
 
@@ -110,7 +111,7 @@ func newApp(s Settings, opts azcore.ClientOptions, log *slog.Logger) (*app, erro
 	if err != nil {
 		return nil, err
 	}
-	return &app{targets: s.Targets, rotator: rot, cred: check, handler: h, token: cred}, nil
+	return &app{targets: s.Targets, rotator: rot, servers: servers, cred: check, handler: h, token: cred}, nil
 }
 
 // serveOn serves h on ln until ctx ends, then lets in-flight requests
