@@ -61,6 +61,30 @@ func serveCommand(ctx context.Context, args []string, e env) error {
 	return serveOn(ctx, ln, app.handler, log)
 }
 
+// newLocker builds the Locker ROTATION_LOCK_CONTAINER names; nil (within
+// this process only) when it names none.
+func newLocker(s Settings, cred azcore.TokenCredential, opts azcore.ClientOptions, log *slog.Logger) (rotation.Locker, error) {
+	lo := &azure.BlobLockerOptions{ClientOptions: opts, Logger: log}
+	var (
+		l   *azure.BlobLocker
+		err error
+	)
+	switch {
+	case s.LockContainer == "":
+		log.Debug("rotations of a key are serialised within this process only", "setting", "ROTATION_LOCK_CONTAINER")
+		return nil, nil
+	case s.LockConnection != "":
+		l, err = azure.NewBlobLockerFromConnectionString(s.LockConnection, s.LockContainer, lo)
+	default:
+		l, err = azure.NewBlobLocker(s.LockContainer, cred, lo)
+	}
+	if err != nil {
+		return nil, &settingsError{name: "ROTATION_LOCK_CONTAINER", err: err}
+	}
+	log.Debug("rotations of a key are locked across instances", "container", l.String())
+	return l, nil
+}
+
 // app is everything a command needs, built from settings.
 type app struct {
 	targets rotation.Targets
@@ -90,6 +114,10 @@ func newApp(s Settings, opts azcore.ClientOptions, log *slog.Logger) (*app, erro
 	if err != nil {
 		return nil, fmt.Errorf("create Fluid Relay client: %w", err)
 	}
+	locker, err := newLocker(s, cred, opts, log)
+	if err != nil {
+		return nil, err
+	}
 	rot, err := rotation.New(rotation.Config{
 		Keys:        keys,
 		Servers:     servers,
@@ -98,6 +126,7 @@ func newApp(s Settings, opts azcore.ClientOptions, log *slog.Logger) (*app, erro
 		Deadline:    s.Deadline,
 		DryRun:      s.DryRun,
 		Logger:      log,
+		Locker:      locker,
 	})
 	if err != nil {
 		return nil, err

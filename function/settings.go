@@ -30,6 +30,13 @@ type Settings struct {
 	Deadline    time.Duration // ROTATION_DEADLINE; zero: 25s
 	DryRun      bool          // ROTATION_DRY_RUN
 
+	// LockContainer is ROTATION_LOCK_CONTAINER: the https URL of the blob
+	// container whose leases lock each key while it is rotated, or a
+	// container name in the account of LockConnection. Zero: rotations
+	// are serialised within this process only.
+	LockContainer  string
+	LockConnection string // AzureWebJobsStorage, when LockContainer is a name
+
 	// ReconcileSchedule is ROTATION_RECONCILE_SCHEDULE, read by the host
 	// for the Reconcile timer; checked here so that a typo is named at
 	// start. Zero: not set (the host then refuses the Reconcile function).
@@ -82,6 +89,9 @@ func loadSettings(getenv func(string) string, needTargets, needPort bool) (Setti
 	}
 	if s.ARMAudience, err = httpsURL(getenv("ROTATION_ARM_AUDIENCE")); err != nil {
 		return bad("ROTATION_ARM_AUDIENCE", err)
+	}
+	if s.LockContainer, s.LockConnection, err = lockContainer(getenv); err != nil {
+		return bad("ROTATION_LOCK_CONTAINER", err)
 	}
 	if v := getenv("ROTATION_CONCURRENCY"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -166,6 +176,26 @@ func httpsURL(v string) (string, error) {
 		return "", fmt.Errorf("want an https URL, got %q", v)
 	}
 	return v, nil
+}
+
+// lockContainer reads ROTATION_LOCK_CONTAINER: an https container URL,
+// reached with the app's credential, or a container name in the account
+// of the connection string in AzureWebJobsStorage (Azurite, say).
+func lockContainer(getenv func(string) string) (container, conn string, err error) {
+	v := strings.TrimSpace(getenv("ROTATION_LOCK_CONTAINER"))
+	switch {
+	case v == "":
+		return "", "", nil
+	case strings.Contains(v, "://"):
+		v, err = httpsURL(v)
+		return v, "", err
+	}
+	conn = getenv("AzureWebJobsStorage")
+	if !strings.Contains(conn, "AccountName=") {
+		return "", "", fmt.Errorf("%q is a container name, which needs AzureWebJobsStorage to be a storage "+
+			"connection string with AccountName and AccountKey; or give an https container URL", v)
+	}
+	return v, conn, nil
 }
 
 // parseDeadline accepts a Go duration ("25s", "1m") or whole seconds.

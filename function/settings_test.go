@@ -60,6 +60,17 @@ func TestLoadSettings(t *testing.T) {
 		{"bad dry run", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets, "ROTATION_DRY_RUN": "maybe"}, "ROTATION_DRY_RUN", nil},
 		{"bad schedule", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets, "ROTATION_RECONCILE_SCHEDULE": "hourly"}, "ROTATION_RECONCILE_SCHEDULE", nil},
 		{"bad level", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets, "LOG_LEVEL": "loud"}, "LOG_LEVEL", nil},
+		{"lock container name in the host's storage", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
+			"ROTATION_LOCK_CONTAINER": "locks", "AzureWebJobsStorage": "DefaultEndpointsProtocol=http;AccountName=a;AccountKey=k"}, "",
+			func(t *testing.T, s Settings) {
+				if s.LockContainer != "locks" || !strings.Contains(s.LockConnection, "AccountName=a") {
+					t.Errorf("got container %q, connection %q; want locks in account a", s.LockContainer, s.LockConnection)
+				}
+			}},
+		{"lock container name without a connection string", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
+			"ROTATION_LOCK_CONTAINER": "locks", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "ROTATION_LOCK_CONTAINER", nil},
+		{"http lock container", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
+			"ROTATION_LOCK_CONTAINER": "http://acct.blob.core.windows.net/locks"}, "ROTATION_LOCK_CONTAINER", nil},
 		{"bad format", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets, "LOG_FORMAT": "xml"}, "LOG_FORMAT", nil},
 	}
 	for _, tt := range tests {
