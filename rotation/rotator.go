@@ -114,7 +114,7 @@ func (req Request) versions() []string {
 
 // merge folds the versions o names into req.
 func (req *Request) merge(o Request) {
-	req.also = append(req.also, o.versions()...)
+	req.also = append(slices.Clone(req.also), o.versions()...) // never into a slice another request shares
 }
 
 // Rotate rotates the servers subscribed to req.Key within Config.Deadline
@@ -156,7 +156,7 @@ type plan struct {
 	current    string // the key's current version
 	allowOlder bool
 	dryRun     bool
-	trust      bool // an event's redelivery: servers confirmed recently are not read again
+	trust      bool // an event's rotation: a recent confirmation may stand in for a read it has no budget for
 	now        time.Time
 
 	prev      versionCache
