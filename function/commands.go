@@ -161,10 +161,10 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 }
 
 func statusCommand(ctx context.Context, args []string, e env) error {
-	fs := newFlags("status", "usage: cmkrotator status [--json]\n\n"+
+	fs := newFlagsExits("status", "usage: cmkrotator status [--json]\n\n"+
 		"Shows, per subscribed key, its current version, each server's version and\n"+
 		"state, and which older versions no server uses (safe to disable). Prints a\n"+
-		"table; --json prints JSON instead (what GET /api/status answers), for scripts.", e)
+		"table; --json prints JSON instead (what GET /api/status answers), for scripts.", statusExitRule, e)
 	asJSON := fs.Bool("json", false, "print JSON (as GET /api/status answers) instead of a table")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -184,20 +184,73 @@ func statusCommand(ctx context.Context, args []string, e env) error {
 	} else {
 		printStatus(e.stdout, resp)
 	}
-	if !cred.OK {
-		return &exitError{code: exitRetryable, err: errQuiet}
+	if code := statusExit(resp); code != exitOK {
+		return &exitError{code: code, err: errQuiet}
 	}
-	for _, k := range resp.Keys {
-		if k.Error != "" {
-			return &exitError{code: exitFailed, err: errQuiet}
+	return nil
+}
+
+// statusExitRule is how status chooses its exit code; status --help
+// prints it.
+const statusExitRule = `Exit codes: 0 every server current, lagging, ahead or versionless;
+1 something needs a person: a key error that is not retryable, or a server
+gone, disabled, expired, not-found, mismatch, no-cmk, or unsettled with a
+failed update; 3 only problems a later run may clear: a refused credential,
+unreachable servers (e.g. throttled reads), a retryable key error, an
+update still in flight; 2 bad usage or settings.`
+
+// statusExit applies statusExitRule: exitFailed when anything needs a
+// person, else exitRetryable when anything failed that may clear, else
+// exitOK.
+func statusExit(st handler.StatusResponse) int {
+	person, retry := false, st.Credential != nil && !st.Credential.OK
+	for _, k := range st.Keys {
+		switch {
+		case k.Error == "":
+		case retryableText(k.Error):
+			retry = true
+		default:
+			person = true
 		}
 		for _, s := range k.Servers {
-			if s.State == rotation.StateUnreachable {
-				return &exitError{code: exitFailed, err: errQuiet}
+			switch s.State {
+			case rotation.StateCurrent, rotation.StateLagging, rotation.StateAhead, rotation.StateVersionless:
+			case rotation.StateUnreachable:
+				retry = true
+			case rotation.StateUnsettled:
+				if settling(s.Error) {
+					retry = true
+				} else {
+					person = true
+				}
+			default: // gone, disabled, expired, not-found, mismatch, no-cmk, and any state unknown here
+				person = true
 			}
 		}
 	}
-	return nil
+	switch {
+	case person:
+		return exitFailed
+	case retry:
+		return exitRetryable
+	}
+	return exitOK
+}
+
+// retryableText reports whether a key error of rotation.KeyStatus,
+// which carries only text, came from an error marked
+// rotation.ErrRetryable (its text then reads "…: retryable: …") or a
+// throttle with a Retry-After.
+func retryableText(msg string) bool {
+	return strings.Contains(msg, ": "+rotation.ErrRetryable.Error()+": ") || strings.Contains(msg, "throttled, retry after ")
+}
+
+// settling reports whether an unsettled server's error names a
+// provisioningState that is still moving (Updating, Accepted, …) rather
+// than one that ended badly (Failed, Canceled).
+func settling(msg string) bool {
+	state, _ := strings.CutPrefix(msg, "provisioningState ")
+	return !strings.EqualFold(state, "Failed") && !strings.EqualFold(state, "Canceled") && !strings.EqualFold(state, "Cancelled")
 }
 
 // reportsExit maps reports to the exit codes: retryable failures first,

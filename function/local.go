@@ -395,6 +395,7 @@ Or the command line against the same emulator, from the repository root
 
   export IDENTITY_ENDPOINT=%[5]s IDENTITY_HEADER=%[6]s AZURE_CLIENT_ID=%[7]s \
     SSL_CERT_FILE=%[8]s ROTATION_ARM_ENDPOINT=%[9]s ROTATION_TARGETS_FILE=%[10]s
+  # exit 1: relay-archive uses another key (mismatch), for a person to sort out
   go run ./function status
   go run ./function rotate --dry-run %[2]s
   go run ./function replay %[4]s

@@ -50,6 +50,7 @@ func TestLocalServing(t *testing.T) {
 
 	curl := regexp.MustCompile(`^\s*curl -s (?:-X (\w+) )?(\S+)(?: -H '[^']*')?(?: -d '([^']*)'| --data-binary @(\S+))?$`)
 	wantStatus := regexp.MustCompile(`: (\d{3})$`)
+	wantExit := regexp.MustCompile(`^\s*# exit (\d):`)
 	var env []string
 	var control string
 	curls, commands := 0, 0
@@ -95,9 +96,13 @@ func TestLocalServing(t *testing.T) {
 		case strings.HasPrefix(l, "go run ./function "):
 			commands++
 			args := strings.Fields(strings.TrimPrefix(l, "go run ./function "))
+			want := 0
+			if c := wantExit.FindStringSubmatch(lines[i-1]); c != nil {
+				want = int(c[1][0] - '0')
+			}
 			code, out, errOut := runBinary(t, append(env, "LOG_FORMAT=json"), args...)
-			if code != 0 {
-				t.Errorf("%s: got exit %d\n%s%s\nwant 0", l, code, out, errOut)
+			if code != want {
+				t.Errorf("%s: got exit %d\n%s%s\nwant %d", l, code, out, errOut, want)
 			}
 		case strings.HasPrefix(l, "Emulator control surface: "):
 			control = strings.Fields(strings.TrimPrefix(l, "Emulator control surface: "))[0]

@@ -142,14 +142,21 @@ func usageError(format string, args ...any) error {
 	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
-// newFlags returns a flag set whose --help prints use and the flags.
+// newFlags returns a flag set whose --help prints use, the flags and
+// the exit codes.
 func newFlags(name, use string, e env) *flag.FlagSet {
+	return newFlagsExits(name, use, "Exit codes: 0 done, 1 failed, 2 bad usage or settings, 3 retry later.", e)
+}
+
+// newFlagsExits is newFlags for a command that explains its exit codes
+// in exits.
+func newFlagsExits(name, use, exits string, e env) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(e.stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "%s\n", use)
 		fs.PrintDefaults()
-		fmt.Fprint(fs.Output(), "\nExit codes: 0 done, 1 failed, 2 bad usage or settings, 3 retry later.\n")
+		fmt.Fprintf(fs.Output(), "\n%s\n", exits)
 	}
 	return fs
 }
