@@ -3,6 +3,7 @@ package azure_test
 import (
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -343,5 +344,50 @@ func TestStatus_KidOnAnotherHost(t *testing.T) {
 	}
 	if len(ks.SafeToDisable) != 0 {
 		t.Errorf("got safe to disable %v, want none offered", ks.SafeToDisable)
+	}
+}
+
+// TestRotate_UpdateProvisioningFails: a PATCH whose provisioning ends
+// Failed is a final failure at once, as a server found in that state is;
+// and while a server has not settled, status offers no version to disable.
+func TestRotate_UpdateProvisioningFails(t *testing.T) {
+	f := setup(t, 2)
+	v2 := f.newVersion(t)
+	f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodPatch, PathSuffix: path.Base(f.ids[0]),
+		ProvisioningState: "Failed"})
+	r := f.rotator(t, nil)
+
+	rep := r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version)})
+
+	got := rep.Servers[0]
+	if got.Outcome != rotation.Failed || got.Retryable || !strings.Contains(got.Reason, "provisioning failed") {
+		t.Errorf("got %s %q retryable %v, want a final failure naming the failed provisioning", got.Outcome, got.Reason, got.Retryable)
+	}
+	if rep.Servers[1].Outcome != rotation.Rotated {
+		t.Errorf("other server: got %s (%s), want rotated", rep.Servers[1].Outcome, rep.Servers[1].Reason)
+	}
+	again := r.Rotate(t.Context(), rotation.Request{Key: f.key})
+	if s := again.Servers[0]; s.Outcome != rotation.Failed || s.Retryable {
+		t.Errorf("reconcile after: got %s retryable %v, want the same final failure", s.Outcome, s.Retryable)
+	}
+
+	ks := r.Status(t.Context()).Keys[0]
+	if len(ks.SafeToDisable) != 0 {
+		t.Errorf("got safe to disable %v while a server has not settled, want none", ks.SafeToDisable)
+	}
+}
+
+// TestStatus_CurrentVersionUnusable: status says once, for the key, that
+// its current version cannot protect a server.
+func TestStatus_CurrentVersionUnusable(t *testing.T) {
+	f := setup(t, 1)
+	if _, err := f.vault.CreateKey("cmk", emulator.KeyOptions{Type: "EC"}); err != nil {
+		t.Fatal(err)
+	}
+
+	ks := f.rotator(t, nil).Status(t.Context()).Keys[0]
+
+	if !strings.Contains(ks.Error, "cannot protect a server") || !strings.Contains(ks.Error, "EC") {
+		t.Errorf("got key error %q, want one saying the EC current version cannot protect a server", ks.Error)
 	}
 }

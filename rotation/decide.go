@@ -100,7 +100,7 @@ func Decide(in Input) Decision {
 		switch st := in.Server.ProvisioningState; {
 		case strings.EqualFold(st, "Succeeded"):
 			d.Outcome, d.Reason = Current, ReasonCurrent
-		case strings.EqualFold(st, "Failed"), strings.EqualFold(st, "Canceled"):
+		case provisioningFailed(st):
 			d.Outcome, d.Reason = Failed, ReasonProvisionFailed+": provisioningState "+st
 		default:
 			d.Outcome, d.Reason, d.Retryable = Failed, ReasonUnsettled+": provisioningState "+st, true

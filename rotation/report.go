@@ -36,7 +36,7 @@ type Report struct {
 	// redelivery could succeed.
 	Error     string    `json:"error,omitempty"`
 	ErrorKind ErrorKind `json:"errorKind,omitempty"`
-	Retryable bool      `json:"retryable,omitempty"`
+	Retryable bool      `json:"retryable"`
 
 	// RetryAfter is how long Azure asked the caller to wait before trying
 	// again, when it did; zero otherwise.

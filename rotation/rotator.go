@@ -439,6 +439,9 @@ func (r *Rotator) confirm(ctx context.Context, id string, ref KeyRef) error {
 		switch {
 		case err != nil && (errors.Is(err, ErrNotFound) || !retryable(err)):
 			return err
+		case err == nil && sameVersion(s.KeyURL, ref) && provisioningFailed(s.ProvisioningState):
+			// Final, as Decide says of a server found in this state.
+			return fmt.Errorf("%s: provisioningState %s", ReasonProvisionFailed, s.ProvisioningState)
 		case read == confirmReads && err != nil:
 			return fmt.Errorf("not confirmed after %d reads: %w", read, err)
 		case read == confirmReads:
@@ -456,6 +459,12 @@ func (r *Rotator) confirm(ctx context.Context, id string, ref KeyRef) error {
 		}
 		delay = min(2*delay, confirmMaxDelay)
 	}
+}
+
+// provisioningFailed reports whether a provisioningState is a terminal
+// failure: Resource Manager will not finish the update by itself.
+func provisioningFailed(state string) bool {
+	return strings.EqualFold(state, "Failed") || strings.EqualFold(state, "Canceled")
 }
 
 func sameVersion(url string, want KeyRef) bool {

@@ -204,6 +204,13 @@ func (r *Rotator) Status(ctx context.Context) Status {
 func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 	ks := KeyStatus{Key: t.Key.String(), Servers: []ServerStatus{}, SafeToDisable: []string{}}
 	cur, err := r.version(ctx, t.Key, t.Key)
+	if err == nil {
+		if cerr := CheckTarget(cur, time.Now()); cerr != nil {
+			// Lagging servers cannot move until the key has a usable
+			// current version; say so once, for the key.
+			ks.Error = "current version cannot protect a server: " + cerr.Error()
+		}
+	}
 	if err != nil {
 		ks.Error = "read current version: " + err.Error()
 	} else {
@@ -221,7 +228,9 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 	used := map[string]bool{strings.ToLower(cur.Ref.Version): true} // never offer the current one
 	for _, s := range ks.Servers {
 		switch s.State {
-		case StateUnreachable:
+		case StateUnreachable, StateUnsettled:
+			// Unread, or mid-update (a failed update may leave the
+			// server on its previous version): no version is known safe.
 			complete = false
 		case StateVersionless:
 			used[strings.ToLower(cur.Ref.Version)] = true
