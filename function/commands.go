@@ -129,10 +129,16 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 	if ro.republish != "" {
 		return republishFileCommand(ctx, ro, data, name, e)
 	}
-	events, err := rotation.DecodeEvents(data)
-	if err != nil {
+	b, err := splitEvents(data)
+	switch {
+	case err != nil:
 		return usageError("decode events from %s: %v", name, err)
+	case b.size == 0:
+		return usageError("no events in %s", name)
+	case len(b.events) == 0:
+		return usageError("decode events from %s: no event decodes: %v", name, b.bad[0].err)
 	}
+	events := b.events
 
 	a, _, err := cliAppWith(e, ro.dryRun)
 	if err != nil {
@@ -152,12 +158,17 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 		fmt.Fprintln(e.stderr)
 	}
 
+	all := b.results(results)
 	if *asJSON {
-		writeJSONTo(e.stdout, handler.ReplayResponse{Results: results})
+		writeJSONTo(e.stdout, handler.ReplayResponse{Results: all})
 	} else {
-		printEvents(e.stdout, results)
+		printEvents(e.stdout, all)
 	}
-	return reportsExit(rotation.Reports(results))
+	err = reportsExit(rotation.Reports(results))
+	if err == nil && len(b.bad) > 0 {
+		return &exitError{code: exitFailed, err: errQuiet}
+	}
+	return err
 }
 
 func statusCommand(ctx context.Context, args []string, e env) error {
@@ -397,12 +408,16 @@ func printReportCells(w io.Writer, rep rotation.Report, errs *errorCells) {
 	tw.Flush()
 }
 
+// printEvents writes one row per event, numbered from 0 as in the file,
+// then the report of each key.
 func printEvents(w io.Writer, results []rotation.EventResult) {
+	var errs errorCells
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "EVENT\tTYPE\tKEY\tRESULT")
+	fmt.Fprintln(tw, "#\tEVENT\tTYPE\tKEY\tRESULT")
 	printed := map[*rotation.Report]bool{}
 	var reports []*rotation.Report
-	for _, r := range results {
+	undecodable := 0
+	for i, r := range results {
 		res := r.Ignored
 		switch {
 		case r.Report != nil && r.Report.OK():
@@ -411,21 +426,33 @@ func printEvents(w io.Writer, results []rotation.EventResult) {
 			res = "failed, retry later"
 		case r.Report != nil:
 			res = "failed"
+		case strings.HasPrefix(res, ignoredUndecodable):
+			undecodable++
+			res = errs.cell(res, "")
 		}
 		typ := strings.TrimPrefix(r.Type, "Microsoft.KeyVault.")
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.EventID, typ, r.Key, res)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", i, orDash(r.EventID), orDash(typ), orDash(r.Key), res)
 		if r.Report != nil && !printed[r.Report] {
 			printed[r.Report] = true
 			reports = append(reports, r.Report)
 		}
 	}
 	tw.Flush()
-	var errs errorCells
+	if undecodable > 0 {
+		fmt.Fprintf(w, "%s undecodable, not processed\n", plural(undecodable, "event"))
+	}
 	for _, rep := range reports {
 		fmt.Fprintln(w)
 		printReportCells(w, *rep, &errs)
 	}
 	errs.note(w, "the command with")
+}
+
+func orDash(v string) string {
+	if v == "" {
+		return "-"
+	}
+	return v
 }
 
 func printStatus(w io.Writer, st handler.StatusResponse) {
