@@ -317,33 +317,41 @@ func plural(n int, noun string) string {
 
 // errorCells keeps every error in a table cell or line to one line: the
 // first line of the error, trimmed, without the server ID its row already
-// names; a server's error that an earlier row showed is named by that
-// row. When it cut an error short, a note says where to read it whole.
+// names. In tables (cell), a server's error that an earlier row showed
+// for another server is named by that row. When it cut an error short, a
+// note says where to read it whole.
 type errorCells struct {
 	cut  bool
-	seen map[string]string // server error → the row that showed it
+	seen map[string]string // server error → the ID of the server whose row showed it
 }
 
+// cell is msg for a table row of serverID ("" for a key's error).
 func (c *errorCells) cell(msg, serverID string) string {
-	first, rest, _ := strings.Cut(strings.TrimSpace(msg), "\n")
-	if strings.TrimSpace(rest) != "" {
-		c.cut = true
-	}
-	if serverID == "" {
-		return strings.TrimSpace(first)
-	}
-	first = strings.TrimSpace(strings.ReplaceAll(first, " "+serverID, ""))
-	if first == "" {
+	first := c.line(msg, serverID)
+	if serverID == "" || first == "" {
 		return first
 	}
-	if row, ok := c.seen[first]; ok {
-		return "same error as " + row
+	if id, ok := c.seen[first]; ok && !strings.EqualFold(id, serverID) {
+		return "same error as " + shortID(id)
 	}
 	if c.seen == nil {
 		c.seen = map[string]string{}
 	}
-	c.seen[first] = shortID(serverID)
+	c.seen[first] = serverID
 	return first
+}
+
+// line is msg's first line, without serverID, never shortened to a
+// reference to another row.
+func (c *errorCells) line(msg, serverID string) string {
+	first, rest, _ := strings.Cut(strings.TrimSpace(msg), "\n")
+	if strings.TrimSpace(rest) != "" {
+		c.cut = true
+	}
+	if serverID != "" {
+		first = strings.ReplaceAll(first, " "+serverID, "")
+	}
+	return strings.TrimSpace(first)
 }
 
 // note tells, once, that errors were cut and how to see them whole.

@@ -472,7 +472,7 @@ func printReconcile(w io.Writer, reps []rotation.Report) {
 		if x.Retryable {
 			retry = " (a later run may fix it)"
 		}
-		fmt.Fprintf(w, "  %s: %s%s\n", who, errs.cell(x.Reason, x.Server), retry)
+		fmt.Fprintf(w, "  %s: %s%s\n", who, errs.line(x.Reason, x.Server), retry)
 	}
 	errs.note(w, "cmkrotator reconcile")
 }
