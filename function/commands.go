@@ -349,9 +349,27 @@ func (c *errorCells) line(msg, serverID string) string {
 		c.cut = true
 	}
 	if serverID != "" {
-		first = strings.ReplaceAll(first, " "+serverID, "")
+		first = withoutID(first, serverID)
 	}
 	return strings.TrimSpace(first)
+}
+
+// withoutID removes id from msg, with the word that joined it to its
+// operation (" of ID", " in ID", " ID"), and a step of msg that then
+// repeats the one before it: "update key URL: update key URL of ID:
+// throttled" becomes "update key URL: throttled".
+func withoutID(msg, id string) string {
+	for _, s := range []string{" of " + id, " in " + id, " " + id} {
+		msg = strings.ReplaceAll(msg, s, "")
+	}
+	steps := strings.Split(msg, ": ")
+	out := steps[:1]
+	for _, s := range steps[1:] {
+		if !strings.EqualFold(strings.TrimSpace(s), strings.TrimSpace(out[len(out)-1])) {
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, ": ")
 }
 
 // note tells, once, that errors were cut and how to see them whole.

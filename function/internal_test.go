@@ -47,3 +47,17 @@ func TestStatusExitRule(t *testing.T) {
 		})
 	}
 }
+
+func TestWithoutID(t *testing.T) {
+	const id = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.FluidRelay/fluidRelayServers/relay-1"
+	for _, tt := range []struct{ msg, want string }{
+		{"update key URL: update key URL of " + id + ": throttled, retry after 40s: 429", "update key URL: throttled, retry after 40s: 429"},
+		{"read server: get server " + id + ": retryable: 503", "read server: get server: retryable: 503"},
+		{"list servers in " + id + ": 403", "list servers: 403"},
+		{"server not found", "server not found"},
+	} {
+		if got := withoutID(tt.msg, id); got != tt.want {
+			t.Errorf("withoutID(%q)\ngot  %q\nwant %q", tt.msg, got, tt.want)
+		}
+	}
+}
