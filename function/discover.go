@@ -55,7 +55,8 @@ func discoverCommand(ctx context.Context, args []string, e env) error {
 		"(ROTATION_TARGETS) with every server whose key URL uses a mapped key\n"+
 		"added to that key. Keys are never added; a server already mapped stays\n"+
 		"where it is. On a terminal, a table of the servers found goes to stderr.\n"+
-		"Nothing is written to Azure.", e)
+		"A scope that lists no server is named on stderr; when no scope lists one,\n"+
+		"discover prints no map and exits 1. Nothing is written to Azure.", e)
 	var scopes stringList
 	fs.Var(&scopes, "scope", "a subscription or resource group to list (repeatable)")
 	asJSON := fs.Bool("json", false, "print the map and every server found as JSON")
@@ -86,6 +87,17 @@ func discoverCommand(ctx context.Context, args []string, e env) error {
 			return &exitError{code: exitRetryable, err: err}
 		}
 		return err
+	}
+
+	empty := 0
+	for _, s := range scopes {
+		if rec.counts[strings.ToLower(strings.TrimSuffix(s, "/"))] == 0 {
+			empty++
+			fmt.Fprintf(e.stderr, "cmkrotator: no Fluid Relay servers in %s: check the subscription ID and that the identity can read it\n", s)
+		}
+	}
+	if empty == len(scopes) {
+		return &exitError{code: exitFailed, err: errQuiet}
 	}
 
 	res := DiscoverResult{Targets: targetsJSON(out), Servers: found(a.targets, out, rec.found)}
@@ -129,9 +141,10 @@ func checkScope(s string) error {
 type listed struct {
 	rotation.Servers
 
-	mu    sync.Mutex
-	seen  map[string]bool
-	found []scoped
+	mu     sync.Mutex
+	seen   map[string]bool
+	found  []scoped
+	counts map[string]int // servers listed per scope, lowercase, without a trailing slash
 }
 
 type scoped struct {
@@ -144,8 +157,9 @@ func (l *listed) List(ctx context.Context, scope string) ([]rotation.Server, err
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.seen == nil {
-		l.seen = map[string]bool{}
+		l.seen, l.counts = map[string]bool{}, map[string]int{}
 	}
+	l.counts[strings.ToLower(strings.TrimSuffix(scope, "/"))] += len(servers)
 	for _, s := range servers {
 		if id := strings.ToLower(s.ID); !l.seen[id] {
 			l.seen[id] = true
