@@ -47,9 +47,14 @@ stderr is a terminal or LOG_FORMAT says otherwise.
 
 Exit codes:
   0  done: every server rotated, current or skipped
-  1  some work failed for good (reconcile: or drift was left), or the command could not run
-  2  bad command line or settings; nothing was done
-  3  something failed that running again later could fix
+  1  some work failed for good (reconcile: or drift was left; replay: or an
+     event did not decode; status: something needs a person), or the
+     command could not run
+  2  bad command line or settings, or nothing to do (replay: no event
+     decodes); nothing was done
+  3  something failed that running again later could fix (status: and
+     nothing needs a person; the only problems are unreachable servers,
+     a refused credential, a retryable key error or an update in flight)
 `
 
 // env is what a command may use of the process.
