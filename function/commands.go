@@ -129,16 +129,16 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 	if ro.republish != "" {
 		return republishFileCommand(ctx, ro, data, name, e)
 	}
-	b, err := splitEvents(data)
+	b, err := rotation.DecodeBatch(data)
 	switch {
 	case err != nil:
 		return usageError("decode events from %s: %v", name, err)
-	case b.size == 0:
+	case b.Size == 0:
 		return usageError("no events in %s", name)
-	case len(b.events) == 0:
-		return usageError("decode events from %s: no event decodes: %v", name, b.bad[0].err)
+	case len(b.Events) == 0:
+		return usageError("decode events from %s: no event decodes: %v", name, b.Bad[0].Err)
 	}
-	events := b.events
+	events := b.Events
 
 	a, _, err := cliAppWith(e, ro.dryRun)
 	if err != nil {
@@ -158,14 +158,14 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 		fmt.Fprintln(e.stderr)
 	}
 
-	all := b.results(results)
+	all := b.Results(results)
 	if *asJSON {
 		writeJSONTo(e.stdout, handler.ReplayResponse{Results: all})
 	} else {
 		printEvents(e.stdout, all)
 	}
 	err = reportsExit(rotation.Reports(results))
-	if err == nil && len(b.bad) > 0 {
+	if err == nil && len(b.Bad) > 0 {
 		return &exitError{code: exitFailed, err: errQuiet}
 	}
 	return err
@@ -452,7 +452,7 @@ func printEvents(w io.Writer, results []rotation.EventResult) {
 			res = "failed, retry later"
 		case r.Report != nil:
 			res = "failed"
-		case strings.HasPrefix(res, ignoredUndecodable):
+		case strings.HasPrefix(res, rotation.IgnoredUndecodable):
 			undecodable++
 			res = errs.cell(res, "")
 		}

@@ -81,32 +81,32 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 		badJSON(w, r, err)
 		return
 	}
-	b, err := decodeBatch(data)
+	b, err := rotation.DecodeBatch(data)
 	if err != nil {
-		badJSON(w, r, err)
+		badJSON(w, r, explainJSON(err))
 		return
 	}
-	if b.size == 0 {
+	if b.Size == 0 {
 		writeProblem(w, r, http.StatusBadRequest, problemBadRequest, "No events",
 			"the body must be one event or a non-empty array of events")
 		return
 	}
-	if len(b.events) == 0 {
-		errs := make([]error, len(b.bad))
-		for i, e := range b.bad {
-			errs[i] = fmt.Errorf("event %d: %w", e.index, e.err)
+	if len(b.Events) == 0 {
+		errs := make([]error, len(b.Bad))
+		for i, e := range b.Bad {
+			errs[i] = fmt.Errorf("event %d: %w", e.Index, e.Err)
 		}
 		writeProblem(w, r, http.StatusBadRequest, problemBadRequest, "No decodable events",
 			errors.Join(errs...).Error())
 		return
 	}
 
-	for _, e := range b.bad {
-		s.log.ErrorContext(ctx, "event ignored: undecodable", "index", e.index, "event_id", e.id, "err", e.err)
+	for _, e := range b.Bad {
+		s.log.ErrorContext(ctx, "event ignored: undecodable", "index", e.Index, "event_id", e.ID, "err", e.Err)
 	}
-	s.log.InfoContext(ctx, "replay requested", "events", len(b.events), "undecodable", len(b.bad))
-	results := s.cfg.Rotator.HandleEvents(ctx, b.events)
-	writeAPI(w, rotation.Reports(results), ReplayResponse{Results: b.results(results)})
+	s.log.InfoContext(ctx, "replay requested", "events", len(b.Events), "undecodable", len(b.Bad))
+	results := s.cfg.Rotator.HandleEvents(ctx, b.Events)
+	writeAPI(w, rotation.Reports(results), ReplayResponse{Results: b.Results(results)})
 }
 
 func (s *server) status(w http.ResponseWriter, r *http.Request) {

@@ -29,29 +29,32 @@ func (s *server) keyNewVersionCreated(w http.ResponseWriter, r *http.Request) {
 	}
 
 	raw, err := req.Binding("event")
-	var b batch
+	var b rotation.Batch
 	if err == nil {
-		b, err = decodeBatch(raw)
+		b, err = rotation.DecodeBatch(raw)
 	}
 	if err != nil {
 		s.log.ErrorContext(ctx, "event dropped: undecodable", append(attrs, "err", err)...)
 		writeInvoke(w, http.StatusOK, inv.Logs(), nil)
 		return
 	}
-	for _, e := range b.bad {
+	for _, e := range b.Bad {
 		s.log.ErrorContext(ctx, "event dropped: undecodable",
-			append(attrs, "index", e.index, "event_id", e.id, "err", e.err)...)
+			append(attrs, "index", e.Index, "event_id", e.ID, "err", e.Err)...)
 	}
-	for _, e := range b.events {
+	if b.Size == 0 {
+		s.log.ErrorContext(ctx, "event dropped: the binding holds no event", attrs...)
+	}
+	for _, e := range b.Events {
 		s.log.InfoContext(ctx, "event received", "event_id", e.ID, "event_type", e.Type,
 			"schema", e.Schema, "key_name", e.Key.Name, "key_version", e.Key.Version, "vault", e.Key.Vault)
 	}
-	if len(b.events) == 0 {
+	if len(b.Events) == 0 {
 		writeInvoke(w, http.StatusOK, inv.Logs(), nil)
 		return
 	}
 
-	results := s.cfg.Rotator.HandleEvents(ctx, b.events)
+	results := s.cfg.Rotator.HandleEvents(ctx, b.Events)
 	status := invocationStatus(rotation.Reports(results))
 	if status != http.StatusOK {
 		s.log.WarnContext(ctx, "invocation failed so that Event Grid redelivers", attrs...)
