@@ -233,8 +233,10 @@ func TestRotate_OnTargetButUnsettled(t *testing.T) {
 			}
 
 			st := serverState(t, r.Status(t.Context()), f.ids[0])
-			if st.State != rotation.StateUnsettled || st.Version != v2.Version || !strings.Contains(st.Error, tt.state) {
-				t.Errorf("status: got %+v, want %s on %s naming %s", st, rotation.StateUnsettled, v2.Version, tt.state)
+			if st.State != rotation.StateUnsettled || st.Version != v2.Version || !strings.Contains(st.Error, tt.state) ||
+				st.Retryable != tt.retryable {
+				t.Errorf("status: got %+v, want %s on %s naming %s, retryable %v",
+					st, rotation.StateUnsettled, v2.Version, tt.state, tt.retryable)
 			}
 		})
 	}

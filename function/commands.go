@@ -218,7 +218,7 @@ func statusExit(st handler.StatusResponse) int {
 	for _, k := range st.Keys {
 		switch {
 		case k.Error == "":
-		case retryableText(k.Error):
+		case k.Retryable:
 			retry = true
 		default:
 			person = true
@@ -226,10 +226,8 @@ func statusExit(st handler.StatusResponse) int {
 		for _, s := range k.Servers {
 			switch s.State {
 			case rotation.StateCurrent, rotation.StateLagging, rotation.StateAhead, rotation.StateVersionless:
-			case rotation.StateUnreachable:
-				retry = true
-			case rotation.StateUnsettled:
-				if settling(s.Error) {
+			case rotation.StateUnreachable, rotation.StateUnsettled:
+				if s.Retryable {
 					retry = true
 				} else {
 					person = true
@@ -246,22 +244,6 @@ func statusExit(st handler.StatusResponse) int {
 		return exitRetryable
 	}
 	return exitOK
-}
-
-// retryableText reports whether a key error of rotation.KeyStatus,
-// which carries only text, came from an error marked
-// rotation.ErrRetryable (its text then reads "…: retryable: …") or a
-// throttle with a Retry-After.
-func retryableText(msg string) bool {
-	return strings.Contains(msg, ": "+rotation.ErrRetryable.Error()+": ") || strings.Contains(msg, "throttled, retry after ")
-}
-
-// settling reports whether an unsettled server's error names a
-// provisioningState that is still moving (Updating, Accepted, …) rather
-// than one that ended badly (Failed, Canceled).
-func settling(msg string) bool {
-	state, _ := strings.CutPrefix(msg, "provisioningState ")
-	return !strings.EqualFold(state, "Failed") && !strings.EqualFold(state, "Canceled") && !strings.EqualFold(state, "Cancelled")
 }
 
 // reportsExit maps reports to the exit codes: retryable failures first,

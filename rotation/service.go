@@ -150,6 +150,7 @@ type KeyStatus struct {
 	Key            string         `json:"key"`
 	CurrentVersion string         `json:"currentVersion,omitempty"`
 	Error          string         `json:"error,omitempty"`
+	Retryable      bool           `json:"retryable,omitempty"` // Error may clear without a person
 	Servers        []ServerStatus `json:"servers"`
 	// SafeToDisable lists enabled versions other than the current one
 	// that no server uses. It is empty unless every server could be read.
@@ -162,6 +163,9 @@ type ServerStatus struct {
 	Version string `json:"version,omitempty"`
 	State   string `json:"state"`
 	Error   string `json:"error,omitempty"`
+	// Retryable: the state may clear without a person (unreachable, an
+	// update still in flight).
+	Retryable bool `json:"retryable,omitempty"`
 }
 
 // Server states in ServerStatus.State.
@@ -212,7 +216,7 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 		}
 	}
 	if err != nil {
-		ks.Error = "read current version: " + err.Error()
+		ks.Error, ks.Retryable = "read current version: "+err.Error(), retryable(err)
 	} else {
 		ks.CurrentVersion = cur.Ref.Version
 	}
@@ -221,7 +225,7 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 	ks.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers, nil,
 		func(ctx context.Context, id string) ServerStatus { return r.serverStatus(ctx, t.Key, cur, &cache, id) },
 		func(id string) ServerStatus {
-			return ServerStatus{ID: id, State: StateUnreachable, Error: "not reached before the deadline"}
+			return ServerStatus{ID: id, State: StateUnreachable, Error: "not reached before the deadline", Retryable: true}
 		})
 
 	complete := err == nil
@@ -245,7 +249,7 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 
 	versions, err := r.cfg.Keys.Versions(ctx, t.Key)
 	if err != nil {
-		ks.Error = "list versions: " + err.Error()
+		ks.Error, ks.Retryable = "list versions: "+err.Error(), retryable(err)
 		return ks
 	}
 	slices.SortFunc(versions, func(a, b KeyVersion) int { return a.Created.Compare(b.Created) })
@@ -265,7 +269,7 @@ func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, 
 		st.State, st.Error = StateNotFound, "server not found: deleted, or a wrong ID in the map"
 		return st
 	case err != nil:
-		st.State, st.Error = StateUnreachable, err.Error()
+		st.State, st.Error, st.Retryable = StateUnreachable, err.Error(), retryable(err)
 		return st
 	}
 	if strings.TrimSpace(s.KeyURL) == "" {
@@ -283,7 +287,7 @@ func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, 
 	}
 	st.Version = ref.Version
 	if cur.Ref.Version == "" {
-		st.State = StateUnreachable
+		st.State, st.Retryable = StateUnreachable, true // the key's own error says more
 		st.Error = "current version unknown"
 		return st
 	}
@@ -291,6 +295,7 @@ func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, 
 		st.State = StateCurrent
 		if !strings.EqualFold(s.ProvisioningState, "Succeeded") {
 			st.State, st.Error = StateUnsettled, "provisioningState "+s.ProvisioningState
+			st.Retryable = !provisioningFailed(s.ProvisioningState)
 		}
 		return st
 	}
