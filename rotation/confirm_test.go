@@ -2,10 +2,14 @@ package rotation_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/cmkrotator/cmkrotator/emulator"
@@ -237,4 +241,53 @@ func TestRotate_Locker(t *testing.T) {
 	if rep.ErrorKind != rotation.KindBusy || !rep.Retryable || len(w.emu.Requests()) != 0 {
 		t.Errorf("got %+v and %d requests, want a retryable busy report and no call to Azure", rep, len(w.emu.Requests()))
 	}
+}
+
+// Reconcile stays inside its budget, under the host's function timeout,
+// however slow Resource Manager is: keys it had no time for are reported
+// retryable, not left to the host's kill.
+func TestReconcile_Budget(t *testing.T) {
+	w := newWorld(t, 1) // its own map is replaced below
+	const keys = 48 // 12 rounds of 4 keys × a 25 s deadline: past the 4-minute budget
+	var targets []any
+	for i := range keys {
+		v, err := w.vault.CreateKey(fmt.Sprintf("cmk%d", i), emulator.KeyOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := w.emu.PutServer(emulator.ServerSpec{Name: fmt.Sprintf("relay-k%d", i), KeyURL: v.KID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := rotation.ParseKeyURL(v.KID)
+		targets = append(targets, map[string]any{"key": ref.Versionless().String(), "servers": []string{id}})
+	}
+	doc, _ := json.Marshal(map[string]any{"targets": targets})
+	mapped, err := rotation.ParseTargets(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every server read takes a minute: each key uses its whole deadline.
+	w.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodGet, Latency: time.Minute})
+
+	synctest.Test(t, func(t *testing.T) {
+		r := w.rotatorWith(t, func(c *rotation.Config) { c.Targets = mapped })
+		start := time.Now()
+		reps := r.Reconcile(t.Context())
+		elapsed := time.Since(start)
+
+		if elapsed > 5*time.Minute {
+			t.Errorf("reconcile took %s, want it inside the host's 5-minute function timeout", elapsed)
+		}
+		notReached := 0
+		for _, rep := range reps {
+			if rep.ErrorKind == rotation.KindBusy && rep.Retryable {
+				notReached++
+			}
+		}
+		if len(reps) != keys || notReached == 0 || notReached == keys {
+			t.Errorf("got %d reports, %d not reached; want %d reports, some but not all not reached",
+				len(reps), notReached, keys)
+		}
+	})
 }

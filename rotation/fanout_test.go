@@ -127,8 +127,8 @@ func fanOut(t *testing.T, n, concurrency int) run {
 
 // TestRotate_RedeliveriesProgressUnderThrottling gives Resource Manager
 // a read budget too small to read every server within one deadline. Each
-// redelivery of the event must still make progress (servers it confirmed
-// are not read again), so that a few redeliveries finish the rotation
+// redelivery of the event must still make progress (it reads the servers
+// it has not confirmed first), so that a few redeliveries finish the rotation
 // instead of stalling at the same server every time.
 func TestRotate_RedeliveriesProgressUnderThrottling(t *testing.T) {
 	w := newWorld(t, 60)
