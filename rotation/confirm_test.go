@@ -248,7 +248,7 @@ func TestRotate_Locker(t *testing.T) {
 // retryable, not left to the host's kill.
 func TestReconcile_Budget(t *testing.T) {
 	w := newWorld(t, 1) // its own map is replaced below
-	const keys = 48 // 12 rounds of 4 keys × a 25 s deadline: past the 4-minute budget
+	const keys = 48     // 12 rounds of 4 keys × a 25 s deadline: past the 4-minute budget
 	var targets []any
 	for i := range keys {
 		v, err := w.vault.CreateKey(fmt.Sprintf("cmk%d", i), emulator.KeyOptions{})
