@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -83,10 +82,7 @@ func discoverCommand(ctx context.Context, args []string, e env) error {
 	rec := &listed{Servers: a.servers}
 	out, err := a.targets.Discover(ctx, rec, scopes...)
 	if err != nil {
-		if errors.Is(err, rotation.ErrRetryable) {
-			return &exitError{code: exitRetryable, err: err}
-		}
-		return err
+		return failed(err)
 	}
 
 	empty := 0

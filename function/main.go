@@ -15,6 +15,8 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
 // Exit codes.
@@ -117,6 +119,15 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
+
+// failed is err, from work a command could not finish, with exit code 3
+// when a later run could succeed (rotation.ErrRetryable); nil for nil.
+func failed(err error) error {
+	if err != nil && errors.Is(err, rotation.ErrRetryable) {
+		return &exitError{code: exitRetryable, err: err}
+	}
+	return err
+}
 
 // exitCode prints err in one line and maps it to an exit code.
 func exitCode(err error, stderr io.Writer) int {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"io"
 
@@ -34,10 +33,8 @@ func dryPullDone(e env, sum azure.PullSummary, results []rotation.EventResult, e
 		printDryPull(e.stdout, res)
 	}
 	switch {
-	case err != nil && errors.Is(err, rotation.ErrRetryable):
-		return &exitError{code: exitRetryable, err: err}
 	case err != nil:
-		return err
+		return failed(err)
 	case res.Undecodable > 0:
 		if rerr := reportsExit(rotation.Reports(res.Results)); rerr != nil {
 			return rerr

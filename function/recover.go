@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -145,10 +144,7 @@ func deadLetterCommand(ctx context.Context, ro recoverFlags, asJSON bool, e env)
 // undecodable events exit 1.
 func deadLetterExit(sum azure.ReplaySummary, err error) error {
 	if err != nil && sum.Blobs == 0 && sum.Results == nil {
-		if errors.Is(err, rotation.ErrRetryable) {
-			return &exitError{code: exitRetryable, err: err}
-		}
-		return err
+		return failed(err)
 	}
 	if err != nil || sum.Unfinished > 0 {
 		return &exitError{code: exitRetryable, err: errQuiet}
@@ -219,13 +215,7 @@ func republishFileCommand(ctx context.Context, ro recoverFlags, data []byte, nam
 	}
 	n, err := azure.Republish(ctx, c, data)
 	fmt.Fprintf(e.stdout, "sent %d events from %s to %s\n", n, name, ro.republish)
-	if err != nil {
-		if errors.Is(err, rotation.ErrRetryable) {
-			return &exitError{code: exitRetryable, err: err}
-		}
-		return err
-	}
-	return nil
+	return failed(err)
 }
 
 // publisher returns an Event Grid client for a custom topic endpoint,
@@ -335,10 +325,8 @@ func pullCommand(ctx context.Context, args []string, e env) error {
 			sum.Received, sum.Acknowledged, sum.Failed, sum.Released, sum.Rejected, sum.LostLocks, sum.Unsettled)
 	}
 	switch {
-	case err != nil && errors.Is(err, rotation.ErrRetryable):
-		return &exitError{code: exitRetryable, err: err}
 	case err != nil:
-		return err
+		return failed(err)
 	case sum.Released > 0 || sum.LostLocks > 0 || sum.Unsettled > 0:
 		return &exitError{code: exitRetryable, err: errQuiet}
 	case sum.Failed > 0 || sum.Rejected > 0:
