@@ -33,13 +33,22 @@ func newLogger(format string, level slog.Level, stdout, stderr io.Writer) *slog.
 			NoColor:    !isTerminal(stderr),
 		})
 	default:
-		opts := &slog.HandlerOptions{Level: level}
+		opts := &slog.HandlerOptions{Level: level, ReplaceAttr: durationText}
 		h = splitHandler{
 			low:  slog.NewJSONHandler(stdout, opts),
 			high: slog.NewJSONHandler(stderr, opts),
 		}
 	}
 	return slog.New(handler.LogHandler(h))
+}
+
+// durationText writes durations as "1.5s" rather than slog's
+// nanoseconds, for people reading the host's logs.
+func durationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
 }
 
 // splitHandler sends errors to one handler and everything else to another.

@@ -43,8 +43,9 @@ func serveCommand(ctx context.Context, args []string, e env) error {
 	}
 	log := newLogger(s.LogFormat, s.LogLevel, e.stdout, e.stderr)
 	if s.Deadline > eventGridWait {
-		log.Warn("ROTATION_DEADLINE is longer than Event Grid waits for an answer; "+
-			"a slow rotation is redelivered while it still runs", "deadline", s.Deadline, "event_grid_wait", 30*time.Second)
+		log.Warn("ROTATION_DEADLINE leaves the host no time to answer before Event Grid gives up on a delivery; "+
+			"a slow rotation is redelivered while it still runs",
+			"deadline", s.Deadline, "at_most", eventGridWait, "event_grid_wait", 30*time.Second)
 	}
 
 	app, err := newApp(s, azcore.ClientOptions{}, log)
