@@ -35,7 +35,7 @@ type Settings struct {
 	// container name in the account of LockConnection. Zero: rotations
 	// are serialised within this process only.
 	LockContainer  string
-	LockConnection string // AzureWebJobsStorage, when LockContainer is a name
+	LockConnection string // AzureWebJobsStorage's connection string, when LockContainer is a name
 
 	// ReconcileSchedule is ROTATION_RECONCILE_SCHEDULE, read by the host
 	// for the Reconcile timer; checked here so that a typo is named at
@@ -179,8 +179,11 @@ func httpsURL(v string) (string, error) {
 }
 
 // lockContainer reads ROTATION_LOCK_CONTAINER: an https container URL,
-// reached with the app's credential, or a container name in the account
-// of the connection string in AzureWebJobsStorage (Azurite, say).
+// reached with the app's credential, or a container name in the host's
+// own storage account as AzureWebJobsStorage names it: a connection
+// string (UseDevelopmentStorage=true is Azurite's), or, for an
+// identity-based connection, AzureWebJobsStorage__blobServiceUri or
+// __accountName, reached with the app's credential.
 func lockContainer(getenv func(string) string) (container, conn string, err error) {
 	v := strings.TrimSpace(getenv("ROTATION_LOCK_CONTAINER"))
 	switch {
@@ -190,12 +193,47 @@ func lockContainer(getenv func(string) string) (container, conn string, err erro
 		v, err = httpsURL(v)
 		return v, "", err
 	}
-	conn = getenv("AzureWebJobsStorage")
-	if !strings.Contains(conn, "AccountName=") {
-		return "", "", fmt.Errorf("%q is a container name, which needs AzureWebJobsStorage to be a storage "+
-			"connection string with AccountName and AccountKey; or give an https container URL", v)
+	if err := checkContainerName(v); err != nil {
+		return "", "", err
 	}
-	return v, conn, nil
+	conn = strings.TrimSpace(getenv("AzureWebJobsStorage"))
+	switch {
+	case strings.EqualFold(strings.TrimSuffix(conn, ";"), "UseDevelopmentStorage=true"):
+		return v, developmentStorage, nil
+	case strings.Contains(conn, "AccountName="):
+		return v, conn, nil
+	case getenv("AzureWebJobsStorage__blobServiceUri") != "":
+		u, err := httpsURL(strings.TrimSpace(getenv("AzureWebJobsStorage__blobServiceUri")))
+		if err != nil {
+			return "", "", fmt.Errorf("%q is a container name in the account of AzureWebJobsStorage__blobServiceUri: %w", v, err)
+		}
+		return strings.TrimSuffix(u, "/") + "/" + v, "", nil
+	case getenv("AzureWebJobsStorage__accountName") != "":
+		return "https://" + strings.TrimSpace(getenv("AzureWebJobsStorage__accountName")) + ".blob.core.windows.net/" + v, "", nil
+	}
+	return "", "", fmt.Errorf("%q is a container name, which needs AzureWebJobsStorage (a connection string) or "+
+		"AzureWebJobsStorage__accountName to say its account; or give an https container URL", v)
+}
+
+// developmentStorage is what UseDevelopmentStorage=true stands for: Azurite
+// on its default port with its published development account.
+const developmentStorage = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;" +
+	"AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;" +
+	"BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+
+// checkContainerName applies Azure's rules for a blob container's name: 3
+// to 63 lowercase letters, digits and single hyphens, starting and ending
+// with a letter or digit.
+func checkContainerName(v string) error {
+	ok := len(v) >= 3 && len(v) <= 63 && v[0] != '-' && v[len(v)-1] != '-' && !strings.Contains(v, "--")
+	for _, c := range v {
+		ok = ok && (c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-')
+	}
+	if !ok {
+		return fmt.Errorf("%q is not a blob container name: want 3 to 63 lowercase letters, digits and single hyphens, "+
+			"starting and ending with a letter or digit; or give an https container URL", v)
+	}
+	return nil
 }
 
 // parseDeadline accepts a Go duration ("25s", "1m") or whole seconds.

@@ -67,8 +67,34 @@ func TestLoadSettings(t *testing.T) {
 					t.Errorf("got container %q, connection %q; want locks in account a", s.LockContainer, s.LockConnection)
 				}
 			}},
-		{"lock container name without a connection string", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
-			"ROTATION_LOCK_CONTAINER": "locks", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "ROTATION_LOCK_CONTAINER", nil},
+		{"lock container name in development storage", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
+			"ROTATION_LOCK_CONTAINER": "locks", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "",
+			func(t *testing.T, s Settings) {
+				if s.LockContainer != "locks" || !strings.Contains(s.LockConnection, "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1") {
+					t.Errorf("got container %q, connection %q; want locks in Azurite's development account", s.LockContainer, s.LockConnection)
+				}
+			}},
+		{"lock container name in an identity-based account", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
+			"ROTATION_LOCK_CONTAINER": "locks", "AzureWebJobsStorage__accountName": "acct"}, "",
+			func(t *testing.T, s Settings) {
+				if s.LockContainer != "https://acct.blob.core.windows.net/locks" || s.LockConnection != "" {
+					t.Errorf("got container %q, connection %q; want the container URL in account acct", s.LockContainer, s.LockConnection)
+				}
+			}},
+		{"lock container name in an identity-based blob service", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
+			"ROTATION_LOCK_CONTAINER": "locks", "AzureWebJobsStorage__blobServiceUri": "https://acct.blob.core.usgovcloudapi.net/",
+			"AzureWebJobsStorage__accountName": "ignored"}, "",
+			func(t *testing.T, s Settings) {
+				if s.LockContainer != "https://acct.blob.core.usgovcloudapi.net/locks" {
+					t.Errorf("got container %q, want it in the blob service AzureWebJobsStorage__blobServiceUri names", s.LockContainer)
+				}
+			}},
+		{"lock container name without an account", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
+			"ROTATION_LOCK_CONTAINER": "locks"}, "ROTATION_LOCK_CONTAINER", nil},
+		{"lock container name Azure refuses", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
+			"ROTATION_LOCK_CONTAINER": "Bad_Name", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "ROTATION_LOCK_CONTAINER", nil},
+		{"lock container name with a double hyphen", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
+			"ROTATION_LOCK_CONTAINER": "my--locks", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}, "ROTATION_LOCK_CONTAINER", nil},
 		{"http lock container", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets,
 			"ROTATION_LOCK_CONTAINER": "http://acct.blob.core.windows.net/locks"}, "ROTATION_LOCK_CONTAINER", nil},
 		{"bad format", map[string]string{"FUNCTIONS_CUSTOMHANDLER_PORT": "1", "ROTATION_TARGETS": goodTargets, "LOG_FORMAT": "xml"}, "LOG_FORMAT", nil},
