@@ -3,6 +3,7 @@ package azure_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -479,4 +480,59 @@ func TestFluidRelay_ErrorsStayClassifiableAndShort(t *testing.T) {
 			t.Errorf("503 after retries: got %v, want ErrRetryable", err)
 		}
 	})
+}
+
+// TestStatusAndRotate_NameWhatAPersonMustSettle: a mapped server on
+// another key, or without a customer-managed key, is never moved; status
+// says what to do about it and a rotation warns instead of passing it by.
+func TestStatusAndRotate_NameWhatAPersonMustSettle(t *testing.T) {
+	f := setup(t, 2)
+	other, err := f.vault.CreateKey("cmk-old", emulator.KeyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.emu.SetServerKeyURL(f.ids[1], other.KID); err != nil {
+		t.Fatal(err)
+	}
+	plain, err := f.emu.PutServer(emulator.ServerSpec{Name: "relay-plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	r := f.rotator(t, func(c *rotation.Config) {
+		c.Targets = f.targets(t, f.ids[0], f.ids[1], plain)
+		c.Logger = slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+	})
+
+	st := r.Status(t.Context())
+	for _, tt := range []struct{ id, state, says string }{
+		{f.ids[1], rotation.StateMismatch, "uses " + mustKey(t, other.KID).Versionless().String() + ", not the mapped key"},
+		{plain, rotation.StateNoCMK, "no customer-managed key"},
+	} {
+		got := serverState(t, st, tt.id)
+		if got.State != tt.state || !strings.Contains(got.Error, tt.says) || got.Retryable {
+			t.Errorf("%s: got %+v, want state %s, final, with an error saying %q", tt.id, got, tt.state, tt.says)
+		}
+	}
+
+	f.newVersion(t)
+	r.Reconcile(t.Context())
+	if n := len(f.patches()); n != 1 {
+		t.Errorf("got %d PATCHes, want 1 (only the server on the mapped key)", n)
+	}
+	if got := strings.Count(logs.String(), `level=WARN msg="server left alone"`); got != 2 {
+		t.Errorf("got %d warnings, want one per server a person must settle:\n%s", got, logs.String())
+	}
+}
+
+// syncWriter serialises writes from concurrent rotations.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
 }

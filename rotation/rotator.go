@@ -378,7 +378,11 @@ func (r *Rotator) serverOnce(ctx context.Context, p *plan, id string) ServerResu
 			"reason", d.Reason, "retryable", d.Retryable)
 		return res
 	case d.Action == Leave:
-		log.InfoContext(ctx, "server left alone", "outcome", d.Outcome, "previous_version", d.PreviousVersion, "reason", d.Reason)
+		level := slog.LevelInfo
+		if d.Reason == ReasonNoCMK || strings.HasPrefix(d.Reason, ReasonMismatch) {
+			level = slog.LevelWarn // the map and the server disagree: a person must settle it
+		}
+		log.Log(ctx, level, "server left alone", "outcome", d.Outcome, "previous_version", d.PreviousVersion, "reason", d.Reason)
 		return res
 	case p.dryRun:
 		log.InfoContext(ctx, "dry run: would rotate", "previous_version", d.PreviousVersion)

@@ -274,12 +274,20 @@ func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, 
 	}
 	if strings.TrimSpace(s.KeyURL) == "" {
 		st.State = StateNoCMK
+		st.Error = "the server has no customer-managed key, and one cannot be added to an existing server; " +
+			"remove it from the map"
 		return st
 	}
 	ref, err := ParseKeyURL(s.KeyURL)
 	switch {
-	case err != nil || !ref.SameKey(key):
+	case err != nil:
 		st.State = StateMismatch
+		st.Error = "the server's key URL is not a Key Vault key URL; fix the server or remove it from the map"
+		return st
+	case !ref.SameKey(key):
+		st.State = StateMismatch
+		st.Error = "the server uses " + ref.Versionless().String() + ", not the mapped key; " +
+			"map it under that key, or move it by hand"
 		return st
 	case ref.Version == "":
 		st.State = StateVersionless
