@@ -87,6 +87,11 @@ func TestRotate_DisabledTargetIsInvalid(t *testing.T) {
 			if rep.Error == "" || rep.ErrorKind != rotation.KindInvalidTarget || rep.Retryable {
 				t.Errorf("got error %q kind %q retryable %v, want a final %s error", rep.Error, rep.ErrorKind, rep.Retryable, rotation.KindInvalidTarget)
 			}
+			// Key Vault's 403 is about the version; the error must not
+			// read like a missing permission.
+			if !strings.Contains(rep.Error, "disabled in Key Vault") || strings.Contains(rep.Error, "Forbidden") {
+				t.Errorf("got error %q, want it to say the version is disabled, not forbidden", rep.Error)
+			}
 			if len(rep.Servers) != 0 {
 				t.Errorf("got servers %+v, want none", rep.Servers)
 			}

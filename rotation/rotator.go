@@ -230,6 +230,8 @@ func (r *Rotator) resolve(ctx context.Context, key KeyRef, req Request) (*plan, 
 		switch {
 		case err == nil && (req.Manual || Newer(ev, p.target, cur.Ref.Version)):
 			p.target = ev
+		case err != nil && errors.As(err, new(targetError)) && req.Manual:
+			return nil, fmt.Errorf("refuse target %s: %w", v, err)
 		case err != nil && (req.Manual || retryable(err)):
 			return nil, fmt.Errorf("read version %s: %w", v, err)
 		}
@@ -248,7 +250,8 @@ func (r *Rotator) version(ctx context.Context, key, ref KeyRef) (KeyVersion, err
 	v, err := r.cfg.Keys.Key(ctx, ref)
 	switch {
 	case errors.Is(err, ErrDisabled):
-		return KeyVersion{}, targetError{err}
+		// Key Vault's 403 here is about the version, not about access.
+		return KeyVersion{}, targetError{fmt.Errorf("%w in Key Vault (it answers 403 KeyDisabled)", ErrDisabled)}
 	case err != nil:
 		return KeyVersion{}, err
 	case !v.Ref.SameKey(key) || v.Ref.Version == "" || ref.Version != "" && !strings.EqualFold(v.Ref.Version, ref.Version):
