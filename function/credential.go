@@ -45,6 +45,20 @@ func newCredential(s Settings, opts azcore.ClientOptions) (azcore.TokenCredentia
 	return cred, "default Azure credential", nil
 }
 
+// credentialHint says what to check when the credential newCredential
+// builds from s gets no token.
+func credentialHint(s Settings) string {
+	switch {
+	case s.IdentityEndpoint != "" && s.ClientID != "":
+		return "check that AZURE_CLIENT_ID is the client ID of a user-assigned identity assigned to the app"
+	case s.IdentityEndpoint != "":
+		return "the app's system-assigned identity was asked for; if the app has a user-assigned identity, " +
+			"set AZURE_CLIENT_ID to its client ID"
+	}
+	return "IDENTITY_ENDPOINT is not set, so the default Azure credential was used: sign in with az login, " +
+		"or set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET"
+}
+
 // vaultScope is the token scope of every Key Vault in the public cloud;
 // Key Vault's challenge names the resource https://vault.azure.net.
 const vaultScope = "https://vault.azure.net/.default"
@@ -57,6 +71,7 @@ const vaultScope = "https://vault.azure.net/.default"
 type credentialCheck struct {
 	cred   azcore.TokenCredential
 	what   string
+	hint   string // what to check when no token comes; see credentialHint
 	scopes []string
 	log    *slog.Logger
 
@@ -93,6 +108,9 @@ func (c *credentialCheck) run(ctx context.Context) handler.CredentialStatus {
 		if _, err := c.cred.GetToken(ctx, policy.TokenRequestOptions{Scopes: []string{scope}}); err != nil {
 			st.OK = false
 			st.Error = fmt.Sprintf("%s: no token for %s: %s", c.what, scope, oneLine(azure.TokenError(err).Error()))
+			if c.hint != "" {
+				st.Error += "; " + c.hint
+			}
 			break
 		}
 	}
@@ -104,8 +122,8 @@ func (c *credentialCheck) run(ctx context.Context) handler.CredentialStatus {
 
 	switch {
 	case !st.OK && (prev.Checked.IsZero() || prev.OK):
-		c.log.Error("credential refused: the token endpoint issues no token for this identity; "+
-			"check AZURE_CLIENT_ID and that the identity is assigned to the app", "identity", c.what, "err", st.Error)
+		c.log.Error("credential refused: the token endpoint issues no token for this identity",
+			"identity", c.what, "check", c.hint, "err", st.Error)
 	case st.OK && (prev.Checked.IsZero() || !prev.OK):
 		c.log.Info("credential ready", "identity", c.what)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,4 +88,24 @@ func TestCredentialStatus_WaitsNoLongerThanTheRequest(t *testing.T) {
 		time.Sleep(credentialTimeout)
 		synctest.Wait()
 	})
+}
+
+// TestCredentialHint: the hint names what to check for the credential
+// actually in use.
+func TestCredentialHint(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		s    Settings
+		want string
+	}{
+		{"user-assigned", Settings{IdentityEndpoint: "http://127.0.0.1:1/msi/token", ClientID: "c"}, "AZURE_CLIENT_ID is the client ID"},
+		{"system-assigned", Settings{IdentityEndpoint: "http://127.0.0.1:1/msi/token"}, "set AZURE_CLIENT_ID"},
+		{"default", Settings{}, "az login"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := credentialHint(tt.s); !strings.Contains(got, tt.want) {
+				t.Errorf("got %q, want it to say %q", got, tt.want)
+			}
+		})
+	}
 }

@@ -308,8 +308,9 @@ func TestRefusedIdentity(t *testing.T) {
 	h := start(t, w.env(t, ""))
 
 	st := getStatus(t, h)
-	if st.Credential == nil || st.Credential.OK || !strings.Contains(st.Credential.Error, "system-assigned") {
-		t.Errorf("got credential %+v, want a refusal naming the identity", st.Credential)
+	if st.Credential == nil || st.Credential.OK || !strings.Contains(st.Credential.Error, "system-assigned") ||
+		!strings.Contains(st.Credential.Error, "set AZURE_CLIENT_ID") {
+		t.Errorf("got credential %+v, want a refusal naming the identity and what to set", st.Credential)
 	}
 
 	ev, _ := json.Marshal(w.emu.KeyEvent(emulator.KeyNewVersionCreated, w.v2, "kv"))

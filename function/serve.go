@@ -133,6 +133,7 @@ func newApp(s Settings, opts azcore.ClientOptions, log *slog.Logger) (*app, erro
 		return nil, err
 	}
 	check := newCredentialCheck(cred, what, s.ARMAudience, log)
+	check.hint = credentialHint(s)
 	h, err := handler.New(handler.Config{
 		Rotator:    rot,
 		Credential: check.status,
