@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -25,12 +26,18 @@ type Targets struct {
 	order []string          // KeyRef.IDs in the order written
 }
 
-type targetsJSON struct {
-	Targets []struct {
-		Key     string   `json:"key"`
-		Servers []string `json:"servers"`
-	} `json:"targets"`
+// targetJSON is one entry of the map's "targets" array.
+type targetJSON struct {
+	Key     string   `json:"key"`
+	Servers []string `json:"servers"`
 }
+
+// The shapes errors ask for.
+const (
+	wantDoc     = `a JSON object, {"targets": [{"key": …, "servers": […]}]}`
+	wantTarget  = `an object, {"key": "https://{vault}/keys/{name}", "servers": ["/subscriptions/…"]}`
+	wantTargets = `an array of objects, [{"key": …, "servers": […]}]`
+)
 
 // ParseTargets parses and validates the subscription map:
 //
@@ -38,21 +45,30 @@ type targetsJSON struct {
 //
 // Keys must be versionless key URLs; servers must be Fluid Relay server
 // resource IDs. A key may appear once and a server under one key only.
-// Errors name the offending entry.
+// Errors name the offending entry and say what shape was expected.
 func ParseTargets(data []byte) (Targets, error) {
-	var doc targetsJSON
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&doc); err != nil {
-		return Targets{}, fmt.Errorf("parse rotation targets: %w", err)
+	var doc struct {
+		Targets []json.RawMessage `json:"targets"`
 	}
-	if dec.More() {
-		return Targets{}, errors.New("parse rotation targets: trailing data after the JSON object")
+	if err := decodeStrict(data, &doc); err != nil {
+		return Targets{}, fmt.Errorf("parse rotation targets: %w", shapeError(err, wantDoc, map[string]string{
+			"targets": wantTargets,
+		}))
+	}
+
+	entries := make([]targetJSON, len(doc.Targets))
+	for i, raw := range doc.Targets {
+		if err := decodeStrict(raw, &entries[i]); err != nil {
+			return Targets{}, fmt.Errorf("parse rotation targets: targets[%d]: %w", i, shapeError(err, wantTarget, map[string]string{
+				"key":     "a key URL string",
+				"servers": "server resource IDs, strings in an array",
+			}))
+		}
 	}
 
 	t := Targets{byKey: make(map[string]Target)}
 	owner := make(map[string]string) // folded server ID → key URL
-	for i, e := range doc.Targets {
+	for i, e := range entries {
 		key, err := ParseKeyURL(e.Key)
 		if err != nil {
 			return Targets{}, fmt.Errorf("parse rotation targets: targets[%d]: %w", i, err)
@@ -84,6 +100,61 @@ func ParseTargets(data []byte) (Targets, error) {
 		t.order = append(t.order, key.ID())
 	}
 	return t, nil
+}
+
+// decodeStrict decodes data, one JSON value, into v, refusing fields v
+// does not have.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// shapeError says in words what a JSON decoding error found and what
+// was wanted: want for the value itself, fields[name] for a field of it.
+// Errors of another kind pass through.
+func shapeError(err error, want string, fields map[string]string) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		got, _, _ := strings.Cut(te.Value, " ") // "number 5" is a number
+		if w, ok := fields[te.Field]; ok {
+			return fmt.Errorf("%s: want %s, got %s", te.Field, w, article(got))
+		}
+		if te.Field == "" {
+			return fmt.Errorf("want %s, got %s", want, article(got))
+		}
+		return fmt.Errorf("%s: want %s, got %s", te.Field, want, article(got))
+	}
+	// encoding/json has no type for an unknown field; its message is
+	// `json: unknown field "name"`.
+	if msg, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		names := make([]string, 0, len(fields))
+		for f := range fields {
+			names = append(names, strconv.Quote(f))
+		}
+		sort.Strings(names)
+		return fmt.Errorf("unknown field %s; want only %s", msg, strings.Join(names, " and "))
+	}
+	return err
+}
+
+// article is a JSON kind with its indefinite article.
+func article(kind string) string {
+	switch kind {
+	case "array", "object":
+		return "an " + kind
+	case "bool":
+		return "a boolean"
+	case "":
+		return "something else"
+	}
+	return "a " + kind
 }
 
 // checkServerID accepts

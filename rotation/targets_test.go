@@ -73,6 +73,14 @@ func TestParseTargets_Errors(t *testing.T) {
 		{"server ID too short", `{"targets":[` + entry(key, "relay-eu") + `]}`, "targets[0].servers[0]"},
 		{"server under two keys", `{"targets":[` + entry(key, relayEU) + `,` + entry(key+"2", strings.ToUpper(relayEU)) + `]}`, "already listed"},
 		{"trailing data", `{"targets":[]} {}`, "trailing"},
+		{"an array, not the map", `[]`, `want a JSON object, {"targets": [{"key": …, "servers": […]}]}, got an array`},
+		{"targets not an array", `{"targets":{}}`, "targets: want an array of objects"},
+		{"entry not an object", `{"targets":[` + entry(key, relayEU) + `,"` + key + `"]}`, "targets[1]: want an object"},
+		{"key not a string", `{"targets":[{"key":5,"servers":["` + relayEU + `"]}]}`, "targets[0]: key: want a key URL string, got a number"},
+		{"servers not an array", `{"targets":[{"key":"` + key + `","servers":"` + relayEU + `"}]}`, "targets[0]: servers: want server resource IDs"},
+		{"unknown field in an entry", `{"targets":[` + entry(key, relayEU) + `,{"key":"` + key + `2","servers":["` + relayUS + `"],"extra":1}]}`,
+			`targets[1]: unknown field "extra"; want only "key" and "servers"`},
+		{"unknown top-level field", `{"target":[]}`, `unknown field "target"; want only "targets"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +90,9 @@ func TestParseTargets_Errors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.mention) {
 				t.Errorf("got error %q, want one mentioning %q", err, tt.mention)
+			}
+			if strings.Contains(err.Error(), "Go ") || strings.Contains(err.Error(), "json: ") {
+				t.Errorf("got error %q, want the shape in words, not the decoder's", err)
 			}
 		})
 	}
