@@ -57,7 +57,7 @@ func rotateCommand(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return usageError("rotate takes one key URL, got %d arguments", len(pos))
+		return usageError("rotate takes one key URL, got %s", quoted(pos))
 	}
 	ref, err := rotation.ParseKeyURL(pos[0])
 	if err != nil {
@@ -96,14 +96,17 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	if err := ro.check(e); err != nil {
+		return err
+	}
 	if ro.deadLetter != "" {
 		if len(pos) > 0 {
-			return usageError("replay --dead-letter takes no file, got %d arguments", len(pos))
+			return usageError("replay --dead-letter takes no file, got %s", quoted(pos))
 		}
 		return deadLetterCommand(ctx, ro, *asJSON, e)
 	}
 	if len(pos) > 1 {
-		return usageError("replay takes at most one file, got %d arguments", len(pos))
+		return usageError("replay takes at most one file, got %s", quoted(pos))
 	}
 	if ro.since != "" || ro.again {
 		return usageError("--since and --again apply to --dead-letter only")
@@ -117,6 +120,9 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 			return usageError("open events: %v", err)
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.IsDir() {
+			return usageError("replay: %s is a directory; want a file of events, or - for standard input", p)
+		}
 		in, name = f, p
 	}
 	data, err := io.ReadAll(io.LimitReader(in, maxReplayFile+1))
@@ -132,7 +138,8 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 	b, err := rotation.DecodeBatch(data)
 	switch {
 	case err != nil:
-		return usageError("decode events from %s: %v", name, err)
+		// DecodeBatch's errors begin with the step this one names.
+		return usageError("decode events from %s: %s", name, strings.TrimPrefix(err.Error(), "decode events: "))
 	case b.Size == 0:
 		return usageError("no events in %s", name)
 	case len(b.Events) == 0:
@@ -182,7 +189,7 @@ func statusCommand(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("status takes no arguments, got %d", len(pos))
+		return usageError("status takes no arguments, got %s", quoted(pos))
 	}
 	a, _, err := cliApp(e)
 	if err != nil {

@@ -64,7 +64,7 @@ func discoverCommand(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("discover takes no arguments, got %d", len(pos))
+		return usageError("discover takes no arguments, got %s", quoted(pos))
 	}
 	if len(scopes) == 0 {
 		return usageError("discover: name at least one --scope /subscriptions/{id}[/resourceGroups/{rg}]")

@@ -84,7 +84,7 @@ func localCommand(ctx context.Context, args []string, e env) error {
 		"through the host's envelope, and prints what happened to every server.\n"+
 		"Then it keeps serving, with curl lines to try; --once exits instead.", e)
 	once := fs.Bool("once", false, "exit after the report: 0 only if every server ended as expected")
-	asJSON := fs.Bool("json", false, "print the report as JSON")
+	asJSON := fs.Bool("json", false, "print the report as JSON; the curl lines go to stderr")
 	port := fs.Int("port", 0, "handler port; zero: a free one")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -92,7 +92,7 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	}
 	switch {
 	case len(pos) > 0:
-		return usageError("local takes no arguments, got %d", len(pos))
+		return usageError("local takes no arguments, got %s", quoted(pos))
 	case *port < 0 || *port > 65535:
 		return usageError("local: --port: want 0 to 65535, got %d", *port)
 	}
@@ -176,7 +176,12 @@ func localCommand(ctx context.Context, args []string, e env) error {
 		return nil
 	}
 
-	if err := w.printTryLines(e.stdout, em, host.URL(), res); err != nil {
+	// With --json, stdout is the one JSON document scripts read.
+	hints := e.stdout
+	if *asJSON {
+		hints = e.stderr
+	}
+	if err := w.printTryLines(hints, em, host.URL(), res); err != nil {
 		return err
 	}
 	log.Info("serving until interrupted", "addr", host.URL())

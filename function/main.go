@@ -13,6 +13,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -41,8 +43,10 @@ Usage:
   cmkrotator status [--json]              keys, servers, versions safe to disable (a table; JSON with --json)
   cmkrotator discover --scope SCOPE       the map with the servers found in SCOPE that use its keys added
   cmkrotator local [flags]                run everything against a local emulator
+  cmkrotator help [COMMAND]               this overview, or a command's flags
+  cmkrotator version                      the version and commit of this build
 
-Run "cmkrotator COMMAND --help" for a command's flags. Settings come from
+Run "cmkrotator help COMMAND" for a command's flags. Settings come from
 the environment (see README.md, Settings). Commands log to stderr, as text
 unless LOG_FORMAT=json; serve logs JSON to stdout (errors to stderr) unless
 stderr is a terminal or LOG_FORMAT says otherwise.
@@ -79,36 +83,113 @@ func run(ctx context.Context, args []string, e env) int {
 	cmd := "serve"
 	switch {
 	case len(args) > 0 && isHelpFlag(args[0]):
-		cmd = "help"
-	case len(args) > 0 && !strings.HasPrefix(args[0], "-"):
+		cmd, args = "help", args[1:]
+	case len(args) > 0 && isVersionFlag(args[0]):
+		cmd, args = "version", args[1:]
+	case len(args) > 0 && strings.HasPrefix(args[0], "-"):
+		// serve, the default, takes no flags: a flag here is a mistake
+		// on a terminal, never the host's.
+		fmt.Fprintf(e.stderr, "cmkrotator: unknown flag %s\n\n%s", args[0], usage)
+		return exitUsage
+	case len(args) > 0:
 		cmd, args = args[0], args[1:]
 	}
-	var err error
-	switch cmd {
-	case "serve":
-		err = serveCommand(ctx, args, e)
-	case "rotate":
-		err = rotateCommand(ctx, args, e)
-	case "replay":
-		err = replayCommand(ctx, args, e)
-	case "status":
-		err = statusCommand(ctx, args, e)
-	case "reconcile":
-		err = reconcileCommand(ctx, args, e)
-	case "pull":
-		err = pullCommand(ctx, args, e)
-	case "local":
-		err = localCommand(ctx, args, e)
-	case "discover":
-		err = discoverCommand(ctx, args, e)
-	case "help":
-		fmt.Fprint(e.stdout, usage)
-		return exitOK
-	default:
+	if cmd == "help" {
+		return helpCommand(ctx, args, e)
+	}
+	c, ok := commands[cmd]
+	if !ok {
 		fmt.Fprintf(e.stderr, "cmkrotator: unknown command %q\n\n%s", cmd, usage)
 		return exitUsage
 	}
-	return exitCode(err, e.stderr)
+	return exitCode(c(ctx, args, e), e.stderr)
+}
+
+// commands are the commands run dispatches to by name, help apart.
+var commands = map[string]func(context.Context, []string, env) error{
+	"serve":     serveCommand,
+	"rotate":    rotateCommand,
+	"replay":    replayCommand,
+	"status":    statusCommand,
+	"reconcile": reconcileCommand,
+	"pull":      pullCommand,
+	"local":     localCommand,
+	"discover":  discoverCommand,
+	"version":   versionCommand,
+}
+
+// helpCommand prints the overview, or with a command's name that
+// command's usage and flags, to stdout.
+func helpCommand(ctx context.Context, args []string, e env) int {
+	switch {
+	case len(args) == 0 || (len(args) == 1 && args[0] == "help"):
+		fmt.Fprint(e.stdout, usage)
+		return exitOK
+	case len(args) > 1:
+		fmt.Fprintf(e.stderr, "cmkrotator: help takes one command, got %s\n", quoted(args))
+		return exitUsage
+	}
+	c, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(e.stderr, "cmkrotator: help: unknown command %q\n\n%s", args[0], usage)
+		return exitUsage
+	}
+	// A command's --help writes to stderr, beside its usage errors;
+	// asked for by name, the help is the output.
+	e.stderr = e.stdout
+	return exitCode(c(ctx, []string{"--help"}, e), e.stderr)
+}
+
+func versionCommand(_ context.Context, args []string, e env) error {
+	fs := newFlags("version", "usage: cmkrotator version\n\n"+
+		"Prints the version of this build, with its commit and Go release when\n"+
+		"the build recorded them. --version does the same.", e)
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usageError("version takes no arguments, got %s", quoted(pos))
+	}
+	bi, _ := debug.ReadBuildInfo()
+	fmt.Fprintln(e.stdout, versionLine(bi))
+	return nil
+}
+
+// versionLine is "cmkrotator VERSION (commit REV[, modified]; GO)", each
+// part in parentheses only when bi records it; bi may be nil.
+func versionLine(bi *debug.BuildInfo) string {
+	if bi == nil {
+		return "cmkrotator (unknown version: the binary records no build information)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			modified = s.Value
+		}
+	}
+	var parts []string
+	if rev != "" {
+		if modified == "true" {
+			rev += ", modified"
+		}
+		parts = append(parts, "commit "+rev)
+	}
+	if bi.GoVersion != "" {
+		parts = append(parts, bi.GoVersion)
+	}
+	if len(parts) == 0 {
+		return "cmkrotator " + v
+	}
+	return "cmkrotator " + v + " (" + strings.Join(parts, "; ") + ")"
 }
 
 // exitError carries an exit code and, unless quiet, a message for stderr.
@@ -179,6 +260,23 @@ func newFlagsExits(name, use, exits string, e env) *flag.FlagSet {
 
 func isHelpFlag(a string) bool {
 	return a == "-h" || a == "--help" || a == "-help"
+}
+
+func isVersionFlag(a string) bool {
+	return a == "--version" || a == "-version"
+}
+
+// quoted names positional arguments for a usage error: "none", or each
+// one quoted.
+func quoted(args []string) string {
+	if len(args) == 0 {
+		return "none"
+	}
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = strconv.Quote(a)
+	}
+	return strings.Join(q, ", ")
 }
 
 // parseFlags parses args, flags and positional arguments in any order,

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,6 +39,46 @@ func (r *recoverFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&r.again, "again", false, "with --dead-letter: also replay blobs already marked done")
 }
 
+// check refuses, before any setting is read, a --republish endpoint
+// that is not https, and a --dead-letter location that is not an https
+// container URL unless a storage connection string opens it (Azurite
+// serves plain http): the Azure credential is never sent without TLS.
+func (r recoverFlags) check(e env) error {
+	if r.republish != "" {
+		if err := wantHTTPS("--republish", "topic endpoint", r.republish); err != nil {
+			return err
+		}
+	}
+	if r.deadLetter == "" || r.conn(e) != "" {
+		return nil
+	}
+	if err := wantHTTPS("--dead-letter", "container URL", r.deadLetter); err != nil {
+		return usageError("%v; for Azurite or other plain-http storage, pass --connection-string "+
+			"or set AZURE_STORAGE_CONNECTION_STRING", err)
+	}
+	return nil
+}
+
+// conn is the storage connection string for --dead-letter: the flag's,
+// else $AZURE_STORAGE_CONNECTION_STRING; "" for the Azure credential.
+func (r recoverFlags) conn(e env) string {
+	if r.connString != "" {
+		return r.connString
+	}
+	return strings.TrimSpace(e.getenv("AZURE_STORAGE_CONNECTION_STRING"))
+}
+
+// wantHTTPS is a usage error unless v, the value of flag, is an
+// absolute https URL. It quotes v without its query, which may carry a
+// SAS signature.
+func wantHTTPS(flag, what, v string) error {
+	if u, err := url.Parse(v); err == nil && u.Scheme == "https" && u.Host != "" {
+		return nil
+	}
+	shown, _, _ := strings.Cut(v, "?")
+	return usageError("%s: want an https %s, got %q", flag, what, shown)
+}
+
 // parseSince reads --since: an RFC 3339 time, a date (UTC midnight), or
 // a duration before now.
 func parseSince(v string, now time.Time) (time.Time, error) {
@@ -60,11 +101,7 @@ func parseSince(v string, now time.Time) (time.Time, error) {
 // openDeadLetters opens the container with a connection string when one
 // is given, else with the Azure credential.
 func openDeadLetters(ro recoverFlags, e env, token func() (azcore.TokenCredential, error)) (*azure.DeadLetters, error) {
-	conn := ro.connString
-	if conn == "" {
-		conn = strings.TrimSpace(e.getenv("AZURE_STORAGE_CONNECTION_STRING"))
-	}
-	if conn != "" {
+	if conn := ro.conn(e); conn != "" {
 		d, err := azure.NewDeadLettersFromConnectionString(conn, ro.deadLetter, nil)
 		if err != nil {
 			return nil, usageError("%v", err)
@@ -221,8 +258,8 @@ func republishFileCommand(ctx context.Context, ro recoverFlags, data []byte, nam
 // publisher returns an Event Grid client for a custom topic endpoint,
 // with the topic key of EVENTGRID_KEY or else the Azure credential.
 func publisher(endpoint string, e env, token func() (azcore.TokenCredential, error)) (*azeventgrid.Client, error) {
-	if !strings.HasPrefix(endpoint, "https://") {
-		return nil, usageError("--republish: want an https topic endpoint, got %q", endpoint)
+	if err := wantHTTPS("--republish", "topic endpoint", endpoint); err != nil {
+		return nil, err
 	}
 	if key := strings.TrimSpace(e.getenv("EVENTGRID_KEY")); key != "" {
 		c, err := azeventgrid.NewClientWithSharedKeyCredential(endpoint, azcore.NewKeyCredential(key), nil)
@@ -282,7 +319,7 @@ func pullCommand(ctx context.Context, args []string, e env) error {
 	}
 	switch {
 	case len(pos) > 0:
-		return usageError("pull takes no arguments, got %d", len(pos))
+		return usageError("pull takes no arguments, got %s", quoted(pos))
 	case !strings.HasPrefix(*endpoint, "https://"):
 		return usageError("pull: want --endpoint https://…, got %q", *endpoint)
 	case *topic == "" || *sub == "":
@@ -348,7 +385,7 @@ func reconcileCommand(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("reconcile takes no arguments, got %d", len(pos))
+		return usageError("reconcile takes no arguments, got %s", quoted(pos))
 	}
 	a, _, err := cliAppWith(e, *dryRun)
 	if err != nil {
