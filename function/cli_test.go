@@ -130,6 +130,7 @@ func TestStrayArguments(t *testing.T) {
 		want string
 	}{
 		{[]string{"status", "keys"}, `status takes no arguments, got "keys"`},
+		{[]string{"serve", "now"}, `serve takes no arguments, got "now"`},
 		{[]string{"reconcile", "a", "b"}, `reconcile takes no arguments, got "a", "b"`},
 		{[]string{"rotate"}, "rotate takes one key URL, got none"},
 		{[]string{"replay", "a.json", "b.json"}, `replay takes at most one file, got "a.json", "b.json"`},

@@ -35,7 +35,7 @@ func serveCommand(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	if len(pos) > 0 {
-		return usageError("serve takes no arguments, got %d", len(pos))
+		return usageError("serve takes no arguments, got %s", quoted(pos))
 	}
 	s, err := loadSettings(e.getenv, true, true)
 	if err != nil {
