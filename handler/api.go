@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -46,7 +48,7 @@ func (s *server) rotate(w http.ResponseWriter, r *http.Request) {
 	}
 	var in RotateRequest
 	if err := decodeStrict(data, &in, "key", "dryRun", "allowOlder"); err != nil {
-		badJSON(w, r, err)
+		badBody(w, r, err)
 		return
 	}
 	if in.Key == "" {
@@ -78,12 +80,16 @@ func (s *server) replay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := checkDepth(data, maxDepth); err != nil {
-		badJSON(w, r, err)
+		badBody(w, r, err)
+		return
+	}
+	if !json.Valid(data) {
+		badBody(w, r, malformed(data))
 		return
 	}
 	b, err := rotation.DecodeBatch(data)
 	if err != nil {
-		badJSON(w, r, explainJSON(err))
+		badBody(w, r, &invalidError{msg: err.Error()}) // valid JSON, neither object nor array
 		return
 	}
 	if b.Size == 0 {
@@ -118,8 +124,16 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, "application/json", resp)
 }
 
-// body reads a bounded API body, answering 413 when it is too large.
+// body reads a bounded API body declared as JSON, answering 415 when it
+// is declared as something else and 413 when it is too large.
 func (s *server) body(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
+		writeProblem(w, r, http.StatusUnsupportedMediaType, problemMediaType, "Unsupported media type",
+			fmt.Sprintf("%s takes application/json, not %s (with curl: -H 'Content-Type: application/json')",
+				r.URL.Path, mediaType(ct)))
+		return nil, false
+	}
+
 	data, err := readBody(w, r, limit)
 	switch {
 	case errors.Is(err, errTooLarge):
@@ -133,7 +147,37 @@ func (s *server) body(w http.ResponseWriter, r *http.Request, limit int64) ([]by
 	return data, true
 }
 
-func badJSON(w http.ResponseWriter, r *http.Request, err error) {
+// isJSON reports whether the Content-Type ct declares JSON:
+// application/json or a +json type (RFC 6839), whatever its parameters.
+// text/plain is not JSON: a body declared as text is refused, as Azure's
+// own APIs refuse it, rather than read as something it does not claim to
+// be. A request without a Content-Type is taken as JSON.
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil && !errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// mediaType names the Content-Type ct for a problem detail: its media
+// type without parameters, or ct itself, quoted and cut short, when it
+// does not parse.
+func mediaType(ct string) string {
+	if mt, _, err := mime.ParseMediaType(ct); err == nil || errors.Is(err, mime.ErrInvalidMediaParameter) {
+		return mt
+	}
+	return fmt.Sprintf("%.64q", ct)
+}
+
+// badBody refuses a body that decodeStrict or the replay decoder could
+// not take: well-formed JSON of the wrong shape (*invalidError) is an
+// invalid body, anything else malformed JSON.
+func badBody(w http.ResponseWriter, r *http.Request, err error) {
+	if _, ok := errors.AsType[*invalidError](err); ok {
+		writeProblem(w, r, http.StatusBadRequest, problemInvalidBody, "Invalid request body", err.Error())
+		return
+	}
 	writeProblem(w, r, http.StatusBadRequest, problemBadJSON, "Malformed JSON", err.Error())
 }
 

@@ -23,9 +23,11 @@
 // The API answers in two shapes:
 //
 //   - A request it refuses before any rotation (malformed or oversized
-//     body, unknown field, key URL not in the subscription map, wrong
-//     method or route) gets RFC 9457 problem details,
-//     application/problem+json, with 400, 404, 405 or 413.
+//     body, unknown field, a body declared as other than JSON, key URL
+//     not in the subscription map, wrong method or route) gets RFC 9457
+//     problem details, application/problem+json, with 400, 404, 405 (and
+//     Allow), 413 or 415. A function's route called with another method
+//     than POST gets the same 405.
 //   - A request it acts on gets the result as JSON: a rotation.Report for
 //     /api/rotate, a ReplayResponse for /api/replay. Its status says how
 //     the rotation ended (200 all fine, 207 some servers failed for good,

@@ -82,6 +82,12 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("POST /Rotate", s.jsonMode("/api/rotate"))
 	mux.HandleFunc("POST /Replay", s.jsonMode("/api/replay"))
 	mux.HandleFunc("POST /Status", s.jsonMode("/api/status"))
+	// The host POSTs every invocation; any other method on a function's
+	// route is a person or a probe, told which method the route takes.
+	for _, path := range []string{"/KeyNewVersionCreated", "/Reconcile", "/Rotate", "/Replay", "/Status"} {
+		mux.HandleFunc(path, methodNotAllowed("POST"))
+	}
+	mux.HandleFunc("/{$}", methodNotAllowed("GET, HEAD"))
 	mux.Handle("/api/", api)
 	mux.HandleFunc("/", notFound)
 	return s.middleware(mux), nil

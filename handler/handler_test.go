@@ -426,7 +426,9 @@ func TestRotateAPI(t *testing.T) {
 			},
 		},
 		{"malformed JSON", func(*testing.T, *fixture) string { return `{"key":` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil, ""},
-		{"unknown field", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `","dryrun":true}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil, ""},
+		{"unknown field", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `","dryrun":true}` }, http.StatusBadRequest, "urn:cmkrotator:problem:invalid-body", nil, ""},
+		{"field given twice", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `","key":"x"}` }, http.StatusBadRequest, "urn:cmkrotator:problem:invalid-body", nil, ""},
+		{"wrong type", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `","dryRun":1}` }, http.StatusBadRequest, "urn:cmkrotator:problem:invalid-body", nil, ""},
 		{"trailing data", func(t *testing.T, f *fixture) string { return `{"key":"` + f.key.String() + `"} {}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-json", nil, ""},
 		{"missing key", func(*testing.T, *fixture) string { return `{}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-request", nil, ""},
 		{"not a key URL", func(*testing.T, *fixture) string { return `{"key":"https://kv.vault.azure.net/secrets/x"}` }, http.StatusBadRequest, "urn:cmkrotator:problem:bad-request", nil, ""},
@@ -764,25 +766,36 @@ func TestTriggerUndecodableEvent(t *testing.T) {
 }
 
 // TestAPIErrorDetails checks that refusals of malformed input explain
-// themselves in JSON terms, never in Go's.
+// themselves in JSON terms, never in Go's, and that a body that is JSON
+// but not the request's shape is not called malformed.
 func TestAPIErrorDetails(t *testing.T) {
 	f := setup(t)
 	key := f.key.String()
+	const malformed, invalid = "Malformed JSON", "Invalid request body"
 	tests := []struct {
-		name, body, wantDetail string
+		name, path, body, wantTitle, wantDetail string
 	}{
-		{"string for a boolean", `{"key":"` + key + `","dryRun":"yes"}`, "field dryRun: want a boolean, got a string"},
-		{"number for a string", `{"key":42}`, "field key: want a string, got a number"},
-		{"object for a boolean", `{"key":"` + key + `","allowOlder":{}}`, "field allowOlder: want a boolean, got an object"},
-		{"array for the body", `["` + key + `"]`, "the body: want an object, got an array"},
-		{"syntax error", `{"key" "` + key + `"}`, "malformed JSON at byte 8: invalid character '\"' after object key"},
-		{"truncated", `{"key":`, "malformed JSON at byte 7: the body ends early"},
-		{"key given twice", `{"key":"a","key":"` + key + `"}`, "field key given twice"},
-		{"flag given twice", `{"key":"` + key + `","dryRun":true,"dryRun":false}`, "field dryRun given twice"},
+		{"string for a boolean", "", `{"key":"` + key + `","dryRun":"yes"}`, invalid, "field dryRun: want a boolean, got a string"},
+		{"number for a string", "", `{"key":42}`, invalid, "field key: want a string, got a number"},
+		{"object for a boolean", "", `{"key":"` + key + `","allowOlder":{}}`, invalid, "field allowOlder: want a boolean, got an object"},
+		{"array for the body", "", `["` + key + `"]`, invalid, "the body: want an object, got an array"},
+		{"unknown field", "", `{"key":"` + key + `","bogus":1}`, invalid, `unknown field "bogus"; want only key, dryRun, allowOlder`},
+		{"key given twice", "", `{"key":"a","key":"` + key + `"}`, invalid, "field key given twice"},
+		{"flag given twice", "", `{"key":"` + key + `","dryRun":true,"dryRun":false}`, invalid, "field dryRun given twice"},
+		{"syntax error", "", `{"key" "` + key + `"}`, malformed, "malformed JSON at byte 8: invalid character '\"' after object key"},
+		{"truncated", "", `{"key":`, malformed, "malformed JSON at byte 7: the body ends early"},
+		{"truncated after an unknown field", "", `{"bogus":1,`, malformed, "malformed JSON at byte 11: the body ends early"},
+		{"trailing data", "", `{"key":"` + key + `","bogus":1} {}`, malformed, "malformed JSON: unexpected data after the JSON value"},
+		{"replay of a string", "/api/replay", `"event"`, invalid, "decode events: want a JSON object or an array of them"},
+		{"replay truncated", "/api/replay", `[{"id":`, malformed, "malformed JSON at byte 7: the body ends early"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, data := f.api(t, http.MethodPost, "/api/rotate", tt.body)
+			path := tt.path
+			if path == "" {
+				path = "/api/rotate"
+			}
+			resp, data := f.api(t, http.MethodPost, path, tt.body)
 			if resp.StatusCode != http.StatusBadRequest {
 				t.Fatalf("got %d %s, want 400", resp.StatusCode, data)
 			}
@@ -790,8 +803,8 @@ func TestAPIErrorDetails(t *testing.T) {
 			if err := json.Unmarshal(data, &p); err != nil {
 				t.Fatal(err)
 			}
-			if p.Detail != tt.wantDetail {
-				t.Errorf("got detail %q, want %q", p.Detail, tt.wantDetail)
+			if p.Title != tt.wantTitle || p.Detail != tt.wantDetail {
+				t.Errorf("got title %q detail %q, want %q and %q", p.Title, p.Detail, tt.wantTitle, tt.wantDetail)
 			}
 			for _, word := range []string{"Go struct", "RotateRequest", "json:", "of type"} {
 				if strings.Contains(p.Detail, word) {
@@ -802,5 +815,119 @@ func TestAPIErrorDetails(t *testing.T) {
 	}
 	if got := f.patches(); got != 0 {
 		t.Errorf("got %d PATCHes, want none", got)
+	}
+}
+
+// TestAPIContentType sends bodies declared as other media types to the
+// routes that read one: each is refused 415 before the body is read,
+// naming what was sent and what is wanted. JSON with parameters, +json
+// types and a body with no Content-Type at all (curl without -H) are
+// read.
+func TestAPIContentType(t *testing.T) {
+	f := setup(t)
+	rotate := `{"key":"` + f.key.String() + `","dryRun":true}`
+	tests := []struct {
+		name, contentType string
+		want              string // in the detail; empty: accepted
+	}{
+		{"form", "application/x-www-form-urlencoded", "not application/x-www-form-urlencoded"},
+		{"text", "text/plain; charset=utf-8", "not text/plain"},
+		{"multipart", "multipart/form-data; boundary=x", "not multipart/form-data"},
+		{"no subtype", "json", "not json"},
+		{"unparsable", "application/json x", `not "application/json x"`},
+		{"none", "", ""},
+		{"JSON", "application/json", ""},
+		{"JSON with charset", "application/json; charset=utf-8", ""},
+		{"JSON in capitals", "Application/JSON", ""},
+		{"a +json type", "application/cloudevents-batch+json", ""},
+	}
+	for _, path := range []string{"/api/rotate", "/api/replay"} {
+		for _, tt := range tests {
+			t.Run(path+"/"+tt.name, func(t *testing.T) {
+				body, accepted := rotate, http.StatusOK
+				if path == "/api/replay" {
+					body, accepted = `[]`, http.StatusBadRequest // read, and found empty
+				}
+				f.emu.ResetRequests()
+				resp, data := f.apiAs(t, http.MethodPost, path, tt.contentType, body)
+				if tt.want == "" {
+					if resp.StatusCode != accepted {
+						t.Errorf("got %d %s, want %d", resp.StatusCode, data, accepted)
+					}
+					return
+				}
+
+				if resp.StatusCode != http.StatusUnsupportedMediaType {
+					t.Fatalf("got %d %s, want 415", resp.StatusCode, data)
+				}
+				if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+					t.Errorf("got content type %q, want application/problem+json", ct)
+				}
+				var p handler.Problem
+				if err := json.Unmarshal(data, &p); err != nil {
+					t.Fatal(err)
+				}
+				if p.Type != "urn:cmkrotator:problem:unsupported-media-type" || p.Status != http.StatusUnsupportedMediaType ||
+					!strings.Contains(p.Detail, "takes application/json") || !strings.Contains(p.Detail, tt.want) {
+					t.Errorf("got %+v, want an unsupported-media-type problem naming application/json and %s", p, tt.want)
+				}
+				if n := len(f.emu.Requests()); n != 0 {
+					t.Errorf("got %d calls to Azure, want none", n)
+				}
+			})
+		}
+	}
+}
+
+// TestFunctionRouteMethods calls the routes the host invokes with other
+// methods than it uses: each exists, so the answer is 405 with Allow, not
+// 404, and nothing runs.
+func TestFunctionRouteMethods(t *testing.T) {
+	f := setup(t)
+	tests := []struct{ method, path, allow string }{
+		{http.MethodGet, "/KeyNewVersionCreated", "POST"},
+		{http.MethodPut, "/KeyNewVersionCreated", "POST"},
+		{http.MethodGet, "/Reconcile", "POST"},
+		{http.MethodGet, "/Rotate", "POST"},
+		{http.MethodGet, "/Replay", "POST"},
+		{http.MethodGet, "/Status", "POST"},
+		{http.MethodPost, "/", "GET, HEAD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			f.emu.ResetRequests()
+			req, err := http.NewRequest(tt.method, f.baseURL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var p handler.Problem
+			if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != tt.allow {
+				t.Errorf("got %d Allow %q, want 405 Allow %q", resp.StatusCode, resp.Header.Get("Allow"), tt.allow)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" ||
+				p.Type != "urn:cmkrotator:problem:method-not-allowed" || !strings.Contains(p.Detail, tt.allow) {
+				t.Errorf("got %s %+v, want a method-not-allowed problem naming %s", ct, p, tt.allow)
+			}
+			if n := len(f.emu.Requests()); n != 0 {
+				t.Errorf("got %d calls to Azure, want none", n)
+			}
+		})
+	}
+
+	resp, err := http.Get(f.baseURL + "/Nothing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown route: got %d, want 404", resp.StatusCode)
 	}
 }

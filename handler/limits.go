@@ -91,31 +91,50 @@ func checkDepth(data []byte, max int) error {
 // are fields: any other member (also one differing only in case, which
 // encoding/json would otherwise accept), a member given twice and
 // trailing data are errors, so that a misspelt "dryRun" is refused rather
-// than ignored. Errors read as messages for the caller, not as Go.
+// than ignored. Errors read as messages for the caller, not as Go; those
+// about well-formed JSON of the wrong shape are *invalidError.
 func decodeStrict(data []byte, v any, fields ...string) error {
 	if err := checkDepth(data, maxDepth); err != nil {
 		return err
+	}
+	if !json.Valid(data) {
+		return malformed(data)
 	}
 	if err := checkMembers(data, fields); err != nil {
 		return err
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	return explainJSON(dec.Decode(v))
+}
+
+// malformed says where data, which is not one valid JSON value, goes
+// wrong.
+func malformed(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var skip json.RawMessage
+	if err := dec.Decode(&skip); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || err == io.EOF {
 			return fmt.Errorf("malformed JSON at byte %d: the body ends early", len(data))
 		}
 		return explainJSON(err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("unexpected data after the JSON value")
-	}
-	return nil
+	return errors.New("malformed JSON: unexpected data after the JSON value")
 }
 
-// checkMembers reads the members of a top-level object with a token pass
-// and fails on a name not in fields or given twice. Anything but an
-// object is left to the decoder to refuse.
+// invalidError is a body that is well-formed JSON but not what the route
+// takes: a member unknown or given twice, a value of the wrong type.
+type invalidError struct{ msg string }
+
+func (e *invalidError) Error() string { return e.msg }
+
+func invalidf(format string, args ...any) error {
+	return &invalidError{msg: fmt.Sprintf(format, args...)}
+}
+
+// checkMembers reads the members of a top-level object, which must be
+// valid JSON, with a token pass and fails on a name not in fields or
+// given twice. Anything but an object is left to the decoder to refuse.
 func checkMembers(data []byte, fields []string) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
@@ -125,14 +144,14 @@ func checkMembers(data []byte, fields []string) error {
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
-			return nil // the decoder reports it with its position
+			return nil
 		}
 		name, _ := t.(string)
 		switch {
 		case !slices.Contains(fields, name):
-			return fmt.Errorf("unknown field %q; want only %s", name, strings.Join(fields, ", "))
+			return invalidf("unknown field %q; want only %s", name, strings.Join(fields, ", "))
 		case seen[name]:
-			return fmt.Errorf("field %s given twice", name)
+			return invalidf("field %s given twice", name)
 		}
 		seen[name] = true
 		var skip json.RawMessage
@@ -144,15 +163,16 @@ func checkMembers(data []byte, fields []string) error {
 }
 
 // explainJSON rewords encoding/json's type and syntax errors, which name
-// Go types and fields, in terms of the JSON the caller sent. Other errors
-// are returned as they are.
+// Go types and fields, in terms of the JSON the caller sent; a type error
+// becomes an *invalidError. Other errors, and nil, are returned as they
+// are.
 func explainJSON(err error) error {
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
 		what := "the body"
 		if te.Field != "" {
 			what = "field " + te.Field
 		}
-		return fmt.Errorf("%s: want %s, got %s", what, jsonKind(te.Type), jsonValue(te.Value))
+		return invalidf("%s: want %s, got %s", what, jsonKind(te.Type), jsonValue(te.Value))
 	}
 	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
 		return fmt.Errorf("malformed JSON at byte %d: %s", se.Offset, se.Error())

@@ -16,12 +16,14 @@ type Problem struct {
 
 // Problem types this API uses. They are stable identifiers, not links.
 const (
-	problemBadJSON    = "urn:cmkrotator:problem:bad-json"
-	problemBadRequest = "urn:cmkrotator:problem:bad-request"
-	problemTooLarge   = "urn:cmkrotator:problem:too-large"
-	problemUnknownKey = "urn:cmkrotator:problem:unknown-key"
-	problemMethod     = "urn:cmkrotator:problem:method-not-allowed"
-	problemNotFound   = "urn:cmkrotator:problem:not-found"
+	problemBadJSON     = "urn:cmkrotator:problem:bad-json"     // not one JSON value
+	problemInvalidBody = "urn:cmkrotator:problem:invalid-body" // JSON, but not the request's shape
+	problemBadRequest  = "urn:cmkrotator:problem:bad-request"
+	problemTooLarge    = "urn:cmkrotator:problem:too-large"
+	problemMediaType   = "urn:cmkrotator:problem:unsupported-media-type"
+	problemUnknownKey  = "urn:cmkrotator:problem:unknown-key"
+	problemMethod      = "urn:cmkrotator:problem:method-not-allowed"
+	problemNotFound    = "urn:cmkrotator:problem:not-found"
 )
 
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, title, detail string) {

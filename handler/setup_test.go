@@ -126,15 +126,24 @@ func (f *fixture) patches() int {
 	return n
 }
 
-// api sends a client request through the host's forwarding.
+// api sends a client request with a JSON body through the host's
+// forwarding.
 func (f *fixture) api(t *testing.T, method, path, body string) (*http.Response, []byte) {
+	t.Helper()
+	return f.apiAs(t, method, path, "application/json", body)
+}
+
+// apiAs is api with the given Content-Type; empty sends none.
+func (f *fixture) apiAs(t *testing.T, method, path, contentType, body string) (*http.Response, []byte) {
 	t.Helper()
 	var rd io.Reader
 	if body != "" {
 		rd = strings.NewReader(body)
 	}
 	req := httptest.NewRequest(method, "http://localhost:7071"+path, rd)
-	req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
 	resp, err := f.host.Forward(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
