@@ -216,14 +216,15 @@ func (r *recorder) Fatalf(format string, args ...any) { r.end("fatal", fmt.Sprin
 
 func TestMissingAzurite(t *testing.T) {
 	tests := []struct {
-		ci   string
-		want string
+		required, ci string
+		want         string
 	}{
-		{"", "skip: "},
-		{"true", "fatal: "},
+		{"", "", "skip: "},
+		{"", "true", "fatal: "},
+		{"1", "", "fatal: "},
 	}
 	for _, tt := range tests {
-		t.Run("CI="+tt.ci, func(t *testing.T) {
+		t.Run("AZURITE_REQUIRED="+tt.required+",CI="+tt.ci, func(t *testing.T) {
 			// No AZURITE_BIN, no .tools up to go.mod, nothing on PATH.
 			root := t.TempDir()
 			if err := os.WriteFile(filepath.Join(root, "go.mod"), nil, 0o644); err != nil {
@@ -233,6 +234,7 @@ func TestMissingAzurite(t *testing.T) {
 			t.Setenv("AZURITE_BIN", "")
 			t.Setenv("PATH", t.TempDir())
 			t.Setenv("CI", tt.ci)
+			t.Setenv("AZURITE_REQUIRED", tt.required)
 
 			r := &recorder{TB: t}
 			done := make(chan struct{})
