@@ -680,9 +680,16 @@ func (e *Emulator) checkCMK(id *identity, c *cmk, prev string, checkPrev bool) *
 			"requires keyEncryptionKeyIdentity.identityType 'UserAssigned' and a "+
 			"userAssignedIdentityResourceId.")
 	}
-	if id == nil || !strings.Contains(id.Type, "UserAssigned") {
+	// Only a user-assigned identity is accepted: "SystemAssigned,
+	// UserAssigned" is refused like "SystemAssigned".
+	// https://learn.microsoft.com/azure/azure-fluid-relay/concepts/customer-managed-keys
+	if id == nil || id.Type != "UserAssigned" {
+		got := "none"
+		if id != nil {
+			got = "'" + id.Type + "'"
+		}
 		return badRequest("UserAssignedIdentityRequired", "Customer-managed key encryption "+
-			"requires identity.type 'UserAssigned'.")
+			"requires identity.type 'UserAssigned', got %s.", got)
 	}
 	found := false
 	for uid := range id.UserAssignedIdentities {
@@ -756,8 +763,10 @@ func (e *Emulator) resolveKey(raw, prefix string) (*keyVersion, *armError) {
 	if err == nil {
 		segs = strings.Split(strings.Trim(u.Path, "/"), "/")
 	}
-	if err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" ||
-		len(segs) < 2 || len(segs) > 3 || !strings.EqualFold(segs[0], "keys") || segs[1] == "" {
+	// A query, a fragment (even an empty "?" or "#") or user info makes
+	// it something other than a key identifier.
+	if err != nil || u.Scheme != "https" || u.Host == "" || strings.ContainsAny(raw, "?#") ||
+		u.User != nil || len(segs) < 2 || len(segs) > 3 || !strings.EqualFold(segs[0], "keys") || segs[1] == "" {
 		if prefix != "" {
 			return nil, badRequest(prefix+"KeyVersionNotFound", "The key URL in use, '%s', is "+
 				"not a Key Vault key URL.", raw)

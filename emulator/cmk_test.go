@@ -3,6 +3,8 @@ package emulator_test
 import (
 	"context"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +47,15 @@ func TestARM_CMKRules(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Servers pinned to a version that cannot be found.
+	gone := mk("gone", emulator.KeyOptions{})
+	if err := v.DeleteKey("gone"); err != nil {
+		t.Fatal(err)
+	}
+	missingVersion := v.URL() + "/keys/base/" + strings.Repeat("0", 32)
+
+	defaultIdentity := emulator.DefaultIdentity(emulator.DefaultSubscription,
+		emulator.DefaultResourceGroup)
 	otherIdentity := "/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/other"
 	tests := []struct {
 		name     string
@@ -75,6 +86,25 @@ func TestARM_CMKRules(t *testing.T) {
 			"PreviousKeyVersionDisabled"},
 		{"previous expired", emulator.ServerSpec{KeyURL: stuckExp.KID}, keyPatch(stuckExpNext.KID),
 			"PreviousKeyVersionExpired"},
+		{"URL with a fragment", emulator.ServerSpec{KeyURL: base.KID}, keyPatch(next.KID + "#frag"),
+			"InvalidKeyEncryptionKeyUrl"},
+		{"URL with an empty fragment", emulator.ServerSpec{KeyURL: base.KID}, keyPatch(next.KID + "#"),
+			"InvalidKeyEncryptionKeyUrl"},
+		{"URL with a query", emulator.ServerSpec{KeyURL: base.KID}, keyPatch(next.KID + "?a=b"),
+			"InvalidKeyEncryptionKeyUrl"},
+		{"URL with an empty query", emulator.ServerSpec{KeyURL: base.KID}, keyPatch(next.KID + "?"),
+			"InvalidKeyEncryptionKeyUrl"},
+		{"URL with user info", emulator.ServerSpec{KeyURL: base.KID},
+			keyPatch(strings.Replace(next.KID, "https://", "https://user:pw@", 1)),
+			"InvalidKeyEncryptionKeyUrl"},
+		{"previous version missing", emulator.ServerSpec{KeyURL: missingVersion}, keyPatch(next.KID),
+			"PreviousKeyVersionNotFound"},
+		{"previous key deleted", emulator.ServerSpec{KeyURL: gone.KID}, keyPatch(next.KID),
+			"PreviousKeyVersionNotFound"},
+		{"previous vault unknown", emulator.ServerSpec{KeyURL: "https://127.0.0.1:1/keys/base/" +
+			base.Version}, keyPatch(next.KID), "PreviousKeyVersionNotFound"},
+		{"previous URL not a key URL", emulator.ServerSpec{KeyURL: v.URL() + "/secrets/base"},
+			keyPatch(next.KID), "PreviousKeyVersionNotFound"},
 		{"add CMK", emulator.ServerSpec{}, keyPatch(base.KID), "CustomerManagedKeyCannotBeAdded"},
 		{"remove CMK", emulator.ServerSpec{KeyURL: base.KID}, map[string]any{"properties": map[string]any{
 			"encryption": map[string]any{"customerManagedKeyEncryption": nil}}},
@@ -88,6 +118,18 @@ func TestARM_CMKRules(t *testing.T) {
 		{"system-assigned server identity", emulator.ServerSpec{KeyURL: base.KID},
 			map[string]any{"identity": map[string]any{"type": "SystemAssigned"}},
 			"UserAssignedIdentityRequired"},
+		{"system- and user-assigned server identity", emulator.ServerSpec{KeyURL: base.KID},
+			map[string]any{"identity": map[string]any{"type": "SystemAssigned, UserAssigned",
+				"userAssignedIdentities": map[string]any{defaultIdentity: map[string]any{}}}},
+			"UserAssignedIdentityRequired"},
+		{"system- and user-assigned identity with a new version", emulator.ServerSpec{KeyURL: base.KID},
+			map[string]any{"identity": map[string]any{"type": "SystemAssigned, UserAssigned",
+				"userAssignedIdentities": map[string]any{defaultIdentity: map[string]any{}}},
+				"properties": keyPatch(next.KID)["properties"]},
+			"UserAssignedIdentityRequired"},
+		{"user-assigned server identity restated", emulator.ServerSpec{KeyURL: base.KID},
+			map[string]any{"identity": map[string]any{"type": "UserAssigned",
+				"userAssignedIdentities": map[string]any{defaultIdentity: map[string]any{}}}}, ""},
 		{"identity not on the server", emulator.ServerSpec{KeyURL: base.KID},
 			map[string]any{"properties": map[string]any{"encryption": map[string]any{
 				"customerManagedKeyEncryption": map[string]any{
@@ -97,7 +139,7 @@ func TestARM_CMKRules(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.seed.Name = "relay-" + string(rune('a'+i))
+			tt.seed.Name = "relay-" + strconv.Itoa(i)
 			id, err := e.PutServer(tt.seed)
 			if err != nil {
 				t.Fatal(err)
@@ -120,6 +162,52 @@ func TestARM_CMKRules(t *testing.T) {
 			}
 			if after != tt.seed.KeyURL {
 				t.Errorf("refused PATCH changed the key URL from %q to %q", tt.seed.KeyURL, after)
+			}
+		})
+	}
+}
+
+// Creating a server with a customer-managed key takes a user-assigned
+// identity only; a server that also has a system-assigned one is refused.
+func TestARM_CMKCreateIdentityType(t *testing.T) {
+	e := start(t)
+	v := e.AddVault("create")
+	k, _ := v.CreateKey("k", emulator.KeyOptions{})
+	c := armClient(t, e, credential(t, e, e.HTTPClient()), e.HTTPClient())
+	uid := emulator.DefaultIdentity(emulator.DefaultSubscription, emulator.DefaultResourceGroup)
+	tests := []struct {
+		identityType string
+		wantCode     string // "" = created
+	}{
+		{"UserAssigned", ""},
+		{"SystemAssigned, UserAssigned", "UserAssignedIdentityRequired"},
+		{"SystemAssigned", "UserAssignedIdentityRequired"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.identityType, func(t *testing.T) {
+			id := emulator.ServerID(emulator.DefaultSubscription, emulator.DefaultResourceGroup,
+				"relay-"+strconv.Itoa(i))
+			body := map[string]any{"location": emulator.DefaultLocation,
+				"identity": map[string]any{"type": tt.identityType,
+					"userAssignedIdentities": map[string]any{uid: map[string]any{}}},
+				"properties": map[string]any{"encryption": map[string]any{
+					"customerManagedKeyEncryption": map[string]any{
+						"keyEncryptionKeyIdentity": map[string]any{"identityType": "UserAssigned",
+							"userAssignedIdentityResourceId": uid},
+						"keyEncryptionKeyUrl": k.KID}}}}
+			_, err := armCall(context.Background(), c, http.MethodPut, id, body, nil)
+			_, exists := e.ServerKeyURL(id)
+			if tt.wantCode == "" {
+				if err != nil || !exists {
+					t.Fatalf("PUT: got %v (exists %v), want the server created", err, exists)
+				}
+				return
+			}
+			if status, code := errorCode(t, err); status != 400 || code != tt.wantCode {
+				t.Errorf("got %d %s, want 400 %s", status, code, tt.wantCode)
+			}
+			if exists {
+				t.Errorf("refused PUT created the server")
 			}
 		})
 	}

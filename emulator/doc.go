@@ -78,9 +78,10 @@
 //	InvalidResourceLocation            location differs from the server's
 //	CustomerManagedKeyCannotBeAdded    CMK on a server created without it
 //	CustomerManagedKeyCannotBeRemoved  CMK removed or its URL emptied
-//	UserAssignedIdentityRequired       identity or key identity not user-assigned
+//	UserAssignedIdentityRequired       identity.type or the key identity not exactly UserAssigned
 //	UserAssignedIdentityNotFound       key identity not in identity.userAssignedIdentities
-//	InvalidKeyEncryptionKeyUrl         not https://{vault}/keys/{name}[/{version}]
+//	InvalidKeyEncryptionKeyUrl         not https://{vault}/keys/{name}[/{version}], or
+//	                                   with a query, fragment or user info
 //	KeyVaultNotFound                   no emulated vault at the URL's host
 //	KeyVaultKeyNotFound                no such key or version
 //	KeyVaultKeyTypeNotSupported        not RSA or RSA-HSM
