@@ -35,7 +35,7 @@ func (e *Emulator) controlRoutes() []controlRoute {
 			`create a key version: {"type","ops","disabled","notBefore","expires"}, all optional`}, e.ctlCreateKey},
 		{Route{"POST", "/vaults/{vault}/keys/{key}/rotate", "create a new version of a key"}, e.ctlRotateKey},
 		{Route{"PATCH", "/vaults/{vault}/keys/{key}/{version}",
-			`change a version: {"enabled","expires"}; "current" names the newest`}, e.ctlUpdateVersion},
+			`change a version: {"enabled","notBefore","expires"}, each optional, null removes a time; "current" names the newest`}, e.ctlUpdateVersion},
 		{Route{"DELETE", "/vaults/{vault}/keys/{key}", "delete a key and all its versions"}, e.ctlDeleteKey},
 		{Route{"PUT", "/servers",
 			`create or replace a Fluid Relay server: {"subscription","resourceGroup","name","location","identity","keyUrl"}; answers {"id"}`},
@@ -268,9 +268,11 @@ func (e *Emulator) ctlRotateKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (e *Emulator) ctlUpdateVersion(w http.ResponseWriter, r *http.Request) {
+	// An absent member leaves its attribute; null removes nbf or exp.
 	var in struct {
-		Enabled *bool            `json:"enabled"`
-		Expires *json.RawMessage `json:"expires"`
+		Enabled   *bool               `json:"enabled"`
+		NotBefore optional[time.Time] `json:"notBefore"`
+		Expires   optional[time.Time] `json:"expires"`
 	}
 	if err := decode(r, &in); err != nil {
 		ctlError(w, err)
@@ -290,15 +292,14 @@ func (e *Emulator) ctlUpdateVersion(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if in.Expires != nil {
-		var exp time.Time
-		if string(*in.Expires) != "null" {
-			if err := json.Unmarshal(*in.Expires, &exp); err != nil {
-				ctlError(w, fmt.Errorf("expires: %w: %v", ErrInvalid, err))
-				return
-			}
+	for _, t := range []struct {
+		in  optional[time.Time]
+		set func(name, version string, t time.Time) error
+	}{{in.NotBefore, v.SetNotBefore}, {in.Expires, v.SetExpires}} {
+		if !t.in.Set {
+			continue
 		}
-		if err := v.SetExpires(name, version, exp); err != nil {
+		if err := t.set(name, version, t.in.V); err != nil { // zero when null
 			ctlError(w, err)
 			return
 		}

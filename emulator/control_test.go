@@ -9,6 +9,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/cmkrotator/cmkrotator/emulator"
 )
@@ -191,5 +194,63 @@ func TestControlIndex(t *testing.T) {
 	}
 	if s := control(t, e, "GET", "/nowhere", nil, nil); s != http.StatusNotFound {
 		t.Errorf("GET /nowhere: got %d, want 404", s)
+	}
+}
+
+// PATCH of a version changes the attributes its body names: an absent
+// member leaves its attribute, null removes a time.
+func TestControlSurface_UpdateVersionAttributes(t *testing.T) {
+	type attrs struct {
+		Enabled            bool
+		NotBefore, Expires time.Time
+	}
+	nbf := time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
+	exp := time.Date(2040, 1, 2, 3, 4, 5, 0, time.UTC)
+	later := time.Date(2041, 6, 7, 8, 9, 10, 0, time.UTC)
+	tests := []struct {
+		name string
+		body map[string]any
+		want attrs
+	}{
+		{"nothing", map[string]any{}, attrs{true, nbf, exp}},
+		{"enabled only", map[string]any{"enabled": false}, attrs{false, nbf, exp}},
+		{"expires null", map[string]any{"expires": nil}, attrs{true, nbf, time.Time{}}},
+		{"notBefore null", map[string]any{"notBefore": nil}, attrs{true, time.Time{}, exp}},
+		{"both null", map[string]any{"notBefore": nil, "expires": nil}, attrs{true, time.Time{}, time.Time{}}},
+		{"new expiry", map[string]any{"expires": later}, attrs{true, nbf, later}},
+		{"new activation", map[string]any{"notBefore": later}, attrs{true, later, exp}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t)
+			control(t, e, "POST", "/vaults", map[string]string{"name": "attrs"}, nil)
+			var info emulator.KeyVersionInfo
+			if s := control(t, e, "POST", "/vaults/attrs/keys/k",
+				map[string]any{"notBefore": nbf, "expires": exp}, &info); s != http.StatusOK {
+				t.Fatalf("POST key: got %d, want 200", s)
+			}
+			if s := control(t, e, "PATCH", "/vaults/attrs/keys/k/"+info.Version, tt.body, nil); s != http.StatusNoContent {
+				t.Fatalf("PATCH version: got %d, want 204", s)
+			}
+			var st emulator.State
+			control(t, e, "GET", "/state", nil, &st)
+			vs := st.Vaults[0].Keys[0].Versions[0]
+			got := attrs{vs.Enabled, vs.NotBefore, vs.Expires}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("attributes mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	e := start(t)
+	control(t, e, "POST", "/vaults", map[string]string{"name": "attrs"}, nil)
+	control(t, e, "POST", "/vaults/attrs/keys/k", nil, nil)
+	if s := control(t, e, "PATCH", "/vaults/attrs/keys/k/current",
+		map[string]any{"expires": "tomorrow"}, nil); s != http.StatusBadRequest {
+		t.Errorf("PATCH with a bad time: got %d, want 400", s)
+	}
+	if s := control(t, e, "PATCH", "/vaults/attrs/keys/none/current",
+		map[string]any{"notBefore": nil}, nil); s != http.StatusNotFound {
+		t.Errorf("PATCH of a missing key: got %d, want 404", s)
 	}
 }

@@ -57,7 +57,8 @@
 //
 // Listing versions still shows a disabled version, with
 // attributes.enabled false; updating it (to enable it again) is allowed;
-// Fluid Relay's checks below still see it as disabled.
+// Fluid Relay's checks below still see it as disabled. An update leaves
+// the attributes it does not send, and removes nbf or exp sent as null.
 //
 // Kids name the vault's endpoint, https://127.0.0.1:P/keys/{name}/{version}.
 // Vault.SetKeyIDHost makes them name another host instead, in answers,
@@ -122,7 +123,8 @@
 //	PATCH  /vaults/{vault}                         {"keyIdHost"}: the host its kids name ("": its own)
 //	POST   /vaults/{vault}/keys/{key}              {"type","ops","disabled","notBefore","expires"}: create a version
 //	POST   /vaults/{vault}/keys/{key}/rotate       rotate
-//	PATCH  /vaults/{vault}/keys/{key}/{version}    {"enabled","expires"} ("current" names the newest)
+//	PATCH  /vaults/{vault}/keys/{key}/{version}    {"enabled","notBefore","expires"}, each optional,
+//	                                               null removes a time ("current" names the newest)
 //	DELETE /vaults/{vault}/keys/{key}              delete the key
 //	PUT    /servers                                {"subscription","resourceGroup","name","location","identity","keyUrl"}
 //	PATCH  /servers                                {"id","keyUrl","provisioningState"}: change a server behind the product's back

@@ -195,6 +195,19 @@ func (v *Vault) SetExpires(name, version string, exp time.Time) error {
 	return nil
 }
 
+// SetNotBefore sets one version's activation time ("" names the current
+// version; a zero nbf removes it).
+func (v *Vault) SetNotBefore(name, version string, nbf time.Time) error {
+	v.e.mu.Lock()
+	defer v.e.mu.Unlock()
+	kv, err := v.find(name, version)
+	if err != nil {
+		return fmt.Errorf("set key %q version %q activation: %w", name, version, err)
+	}
+	kv.nbf, kv.updated = nbf, v.e.stamp()
+	return nil
+}
+
 // DeleteKey deletes the key and all its versions.
 func (v *Vault) DeleteKey(name string) error {
 	v.e.mu.Lock()
@@ -432,14 +445,31 @@ type (
 		Attributes *attributesUpdate `json:"attributes"`
 		Tags       map[string]string `json:"tags"`
 	}
-	// attributesUpdate are the attributes a request sets; a nil field
-	// leaves its attribute as it is.
+	// attributesUpdate are the attributes a request sets: an absent
+	// member leaves its attribute as it is, and a null nbf or exp removes
+	// it (azcore.NullValue sends that null).
 	attributesUpdate struct {
-		Enabled *bool  `json:"enabled"`
-		NBF     *int64 `json:"nbf"`
-		EXP     *int64 `json:"exp"`
+		Enabled *bool           `json:"enabled"`
+		NBF     optional[int64] `json:"nbf"`
+		EXP     optional[int64] `json:"exp"`
 	}
 )
+
+// optional is a JSON member that tells absent (Set false) from null (Set
+// and Null) and from a value (Set and V).
+type optional[T any] struct {
+	Set, Null bool
+	V         T
+}
+
+func (o *optional[T]) UnmarshalJSON(b []byte) error {
+	o.Set = true
+	if string(b) == "null" {
+		o.Null = true
+		return nil
+	}
+	return json.Unmarshal(b, &o.V)
+}
 
 // applyTo sets the attributes a names (none when a is nil).
 func (a *attributesUpdate) applyTo(enabled *bool, nbf, exp *time.Time) {
@@ -449,11 +479,17 @@ func (a *attributesUpdate) applyTo(enabled *bool, nbf, exp *time.Time) {
 	if a.Enabled != nil {
 		*enabled = *a.Enabled
 	}
-	if a.NBF != nil {
-		*nbf = time.Unix(*a.NBF, 0)
-	}
-	if a.EXP != nil {
-		*exp = time.Unix(*a.EXP, 0)
+	for _, t := range []struct {
+		in  optional[int64]
+		dst *time.Time
+	}{{a.NBF, nbf}, {a.EXP, exp}} {
+		switch {
+		case !t.in.Set:
+		case t.in.Null:
+			*t.dst = time.Time{}
+		default:
+			*t.dst = time.Unix(t.in.V, 0)
+		}
 	}
 }
 

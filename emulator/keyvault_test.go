@@ -452,3 +452,44 @@ func TestKeyVault_KeyIDHost(t *testing.T) {
 		t.Errorf("after restoring: got kid %s, want %s", *got.Key.KID, v.URL()+"/keys/k/"+after.Version)
 	}
 }
+
+// UpdateKey changes the attributes it sends: an absent one stays, and a
+// null nbf or exp (azcore.NullValue) removes it.
+func TestKeyVault_UpdateKeyAttributes(t *testing.T) {
+	nbf := time.Unix(1700000000, 0)
+	exp := time.Unix(2200000000, 0)
+	later := time.Unix(2300000000, 0)
+	tests := []struct {
+		name             string
+		attrs            azkeys.KeyAttributes
+		wantNBF, wantEXP *time.Time
+	}{
+		{"enabled only", azkeys.KeyAttributes{Enabled: to.Ptr(true)}, &nbf, &exp},
+		{"exp null", azkeys.KeyAttributes{Expires: azcore.NullValue[*time.Time]()}, &nbf, nil},
+		{"nbf null", azkeys.KeyAttributes{NotBefore: azcore.NullValue[*time.Time]()}, nil, &exp},
+		{"new exp", azkeys.KeyAttributes{Expires: &later}, &nbf, &later},
+	}
+	e := start(t)
+	v := e.AddVault("update")
+	c := keysClient(t, v.URL(), credential(t, e, e.HTTPClient()), e.HTTPClient())
+	ctx := context.Background()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			info, err := v.CreateKey("k", emulator.KeyOptions{NotBefore: nbf, Expires: exp})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.UpdateKey(ctx, "k", info.Version,
+				azkeys.UpdateKeyParameters{KeyAttributes: &tt.attrs}, nil)
+			if err != nil {
+				t.Fatalf("UpdateKey: %v", err)
+			}
+			if diff := cmp.Diff(tt.wantNBF, got.Attributes.NotBefore); diff != "" {
+				t.Errorf("nbf mismatch (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.wantEXP, got.Attributes.Expires); diff != "" {
+				t.Errorf("exp mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
