@@ -398,3 +398,65 @@ func TestStatus_CurrentVersionUnusable(t *testing.T) {
 		t.Errorf("got key error %q, want one saying the EC current version cannot protect a server", ks.Error)
 	}
 }
+
+// A server on a version newer than the target is never moved back, even
+// when that version is disabled: Key Vault refuses to describe it (403),
+// but its listing still dates it.
+func TestRotate_NewerDisabledVersionNeverMovedBack(t *testing.T) {
+	tests := []struct {
+		name string
+		// run rotates towards v2; v3 is the disabled version, v4 (when
+		// made) a newer enabled one.
+		run     func(t *testing.T, f *fixture, v2, v3 emulator.KeyVersionInfo) rotation.Report
+		current bool // create an enabled v4 after v3
+	}{
+		{"manual to an older version", func(t *testing.T, f *fixture, v2, _ emulator.KeyVersionInfo) rotation.Report {
+			r := f.rotator(t, nil)
+			return r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version), Manual: true})
+		}, true},
+		{"event while the current version read lags", func(t *testing.T, f *fixture, v2, _ emulator.KeyVersionInfo) rotation.Report {
+			r := f.rotator(t, func(c *rotation.Config) {
+				c.Keys = staleCurrent{Keys: c.Keys, current: f.key.WithVersion(v2.Version)}
+			})
+			return *r.HandleEvents(t.Context(), []rotation.Event{f.event(t, v2)})[0].Report
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t, 2)
+			v2 := f.newVersion(t)
+			v3 := f.newVersion(t)
+			if tt.current {
+				f.newVersion(t)
+			}
+			if err := f.emu.SetServerKeyURL(f.ids[1], v3.KID); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.vault.SetEnabled("cmk", v3.Version, false); err != nil {
+				t.Fatal(err)
+			}
+			f.emu.ResetRequests()
+
+			rep := tt.run(t, f, v2, v3)
+
+			want := []rotation.ServerResult{
+				{ID: f.ids[0], Outcome: rotation.Rotated, Reason: "rotate from " + f.v1.Version + " to " + v2.Version,
+					PreviousVersion: f.v1.Version, Version: v2.Version},
+				{ID: f.ids[1], Outcome: rotation.Skipped, Reason: rotation.ReasonNewer,
+					PreviousVersion: v3.Version, Version: v3.Version},
+			}
+			if diff := cmp.Diff(want, rep.Servers); diff != "" {
+				t.Errorf("servers mismatch (-want +got):\n%s", diff)
+			}
+			if n := f.keyVaultRefusals(v3.Version); n != 1 {
+				t.Errorf("got %d refused reads of %s, want 1", n, v3.Version)
+			}
+			if n := f.patchesPerServer()[strings.ToLower(f.ids[1])]; n != 0 {
+				t.Errorf("got %d PATCHes of the server on the newer version, want none", n)
+			}
+			if got, _ := f.emu.ServerKeyURL(f.ids[1]); got != v3.KID {
+				t.Errorf("got key URL %q, want it left on %q", got, v3.KID)
+			}
+		})
+	}
+}

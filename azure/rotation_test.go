@@ -536,3 +536,17 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// staleCurrent answers an older version as the key's current one, as a
+// Key Vault replica that has not yet seen the newest version would.
+type staleCurrent struct {
+	rotation.Keys
+	current rotation.KeyRef
+}
+
+func (k staleCurrent) Key(ctx context.Context, ref rotation.KeyRef) (rotation.KeyVersion, error) {
+	if ref.Version == "" {
+		ref = k.current
+	}
+	return k.Keys.Key(ctx, ref)
+}

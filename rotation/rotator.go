@@ -549,17 +549,32 @@ func (c *confirmations) recent(id, version string, now time.Time) bool {
 	return ok && e.version == strings.ToLower(version) && now.Sub(e.at) < confirmedFor
 }
 
-// versionCache reads each key version once per rotation, however many
-// servers are on it.
+// versionCache reads each version of one key once per rotation (or
+// status), however many servers are on it, and the key's version listing
+// at most once.
 type versionCache struct {
-	mu sync.Mutex
-	m  map[string]*versionEntry
+	mu     sync.Mutex
+	m      map[string]*entry[*KeyVersion]
+	listed *entry[[]KeyVersion]
 }
 
-type versionEntry struct {
+// entry is one read that concurrent callers share: the first one makes
+// it, the others wait for it.
+type entry[T any] struct {
 	ready chan struct{}
-	v     *KeyVersion
+	v     T
 	err   error
+}
+
+// await waits for e, or for ctx to end.
+func (e *entry[T]) await(ctx context.Context) (T, error) {
+	select {
+	case <-e.ready:
+		return e.v, e.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
 }
 
 // get returns ref's metadata; nil when the version does not exist, and a
@@ -567,11 +582,11 @@ type versionEntry struct {
 func (c *versionCache) get(ctx context.Context, keys Keys, ref KeyRef) (*KeyVersion, error) {
 	c.mu.Lock()
 	if c.m == nil {
-		c.m = make(map[string]*versionEntry)
+		c.m = make(map[string]*entry[*KeyVersion])
 	}
 	e, ok := c.m[strings.ToLower(ref.Version)]
 	if !ok {
-		e = &versionEntry{ready: make(chan struct{})}
+		e = &entry[*KeyVersion]{ready: make(chan struct{})}
 		c.m[strings.ToLower(ref.Version)] = e
 	}
 	c.mu.Unlock()
@@ -582,16 +597,49 @@ func (c *versionCache) get(ctx context.Context, keys Keys, ref KeyRef) (*KeyVers
 		case err == nil:
 			e.v = &v
 		case errors.Is(err, ErrDisabled):
-			e.v = &KeyVersion{Ref: ref, Enabled: false}
+			e.v, e.err = c.disabled(ctx, keys, ref)
 		case !errors.Is(err, ErrNotFound):
 			e.err = err
 		}
 		close(e.ready)
 	}
-	select {
-	case <-e.ready:
-		return e.v, e.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	return e.await(ctx)
+}
+
+// disabled describes a version Key Vault refuses to GET because it is
+// disabled. The key's version listing still carries its attributes, the
+// creation time included: without it, a server on a disabled version
+// newer than the target could not be told from one on an older version.
+func (c *versionCache) disabled(ctx context.Context, keys Keys, ref KeyRef) (*KeyVersion, error) {
+	vs, err := c.versions(ctx, keys, ref)
+	if err != nil {
+		return nil, fmt.Errorf("list versions to date disabled version %s: %w", ref.Version, err)
 	}
+	for _, v := range vs {
+		if strings.EqualFold(v.Ref.Version, ref.Version) {
+			v.Ref, v.Enabled = ref, false // named as the map names the key
+			return &v, nil
+		}
+	}
+	// Disabled, yet not listed: deleted in between. Undated, it orders
+	// before every dated version.
+	return &KeyVersion{Ref: ref, Enabled: false}, nil
+}
+
+// versions lists the versions of ref's key, once.
+func (c *versionCache) versions(ctx context.Context, keys Keys, ref KeyRef) ([]KeyVersion, error) {
+	c.mu.Lock()
+	e := c.listed
+	first := e == nil
+	if first {
+		e = &entry[[]KeyVersion]{ready: make(chan struct{})}
+		c.listed = e
+	}
+	c.mu.Unlock()
+
+	if first {
+		e.v, e.err = keys.Versions(ctx, ref.Versionless())
+		close(e.ready)
+	}
+	return e.await(ctx)
 }
