@@ -16,6 +16,9 @@ type Route struct {
 	Method string `json:"method"`
 	Path   string `json:"path"`
 	Does   string `json:"does"`
+	// Values lists, by body member, the only values the route accepts
+	// for it; nil when no member is restricted.
+	Values map[string][]string `json:"values,omitempty"`
 }
 
 // controlRoute is a Route and its handler.
@@ -27,37 +30,37 @@ type controlRoute struct {
 // controlRoutes lists the control surface; GET / answers it as JSON.
 func (e *Emulator) controlRoutes() []controlRoute {
 	return []controlRoute{
-		{Route{"GET", "/", "this index of routes"}, nil},
-		{Route{"GET", "/state", "every vault, key version and server"}, e.ctlState},
-		{Route{"POST", "/vaults", `add a vault: {"name"}`}, e.ctlAddVault},
-		{Route{"PATCH", "/vaults/{vault}", `change a vault: {"keyIdHost"}, the host its kids name ("": its own)`}, e.ctlUpdateVault},
+		{Route{"GET", "/", "this index of routes", nil}, nil},
+		{Route{"GET", "/state", "every vault, key version and server", nil}, e.ctlState},
+		{Route{"POST", "/vaults", `add a vault: {"name"}`, nil}, e.ctlAddVault},
+		{Route{"PATCH", "/vaults/{vault}", `change a vault: {"keyIdHost"}, the host its kids name ("": its own)`, nil}, e.ctlUpdateVault},
 		{Route{"POST", "/vaults/{vault}/keys/{key}",
-			`create a key version: {"type","ops","disabled","notBefore","expires"}, all optional`}, e.ctlCreateKey},
-		{Route{"POST", "/vaults/{vault}/keys/{key}/rotate", "create a new version of a key"}, e.ctlRotateKey},
+			`create a key version: {"type","ops","disabled","notBefore","expires"}, all optional`, nil}, e.ctlCreateKey},
+		{Route{"POST", "/vaults/{vault}/keys/{key}/rotate", "create a new version of a key", nil}, e.ctlRotateKey},
 		{Route{"PATCH", "/vaults/{vault}/keys/{key}/{version}",
-			`change a version: {"enabled","notBefore","expires"}, each optional, null removes a time; "current" names the newest`}, e.ctlUpdateVersion},
-		{Route{"DELETE", "/vaults/{vault}/keys/{key}", "delete a key and all its versions"}, e.ctlDeleteKey},
+			`change a version: {"enabled","notBefore","expires"}, each optional, null removes a time; "current" names the newest`, nil}, e.ctlUpdateVersion},
+		{Route{"DELETE", "/vaults/{vault}/keys/{key}", "delete a key and all its versions", nil}, e.ctlDeleteKey},
 		{Route{"PUT", "/servers",
-			`create or replace a Fluid Relay server: {"subscription","resourceGroup","name","location","identity","keyUrl"}; answers {"id"}`},
+			`create or replace a Fluid Relay server: {"subscription","resourceGroup","name","location","identity","keyUrl"}; answers {"id"}`, nil},
 			e.ctlPutServer},
-		{Route{"PATCH", "/servers", `change a server behind the product's back: {"id","keyUrl","provisioningState"}, each optional but id`}, e.ctlUpdateServer},
-		{Route{"DELETE", "/servers", "delete the server named by ?id="}, e.ctlDeleteServer},
-		{Route{"POST", "/faults", `inject a fault: {"service","method","pathSuffix","status","code","retryAfter","times","latency","reset","staleReads","provisioningState","stateReads"}, durations as "1.5s"; answers {"id"}`},
-			e.ctlAddFault},
-		{Route{"DELETE", "/faults", "remove every fault"}, func(w http.ResponseWriter, r *http.Request) {
+		{Route{"PATCH", "/servers", `change a server behind the product's back: {"id","keyUrl","provisioningState"}, each optional but id`, nil}, e.ctlUpdateServer},
+		{Route{"DELETE", "/servers", "delete the server named by ?id=", nil}, e.ctlDeleteServer},
+		{Route{"POST", "/faults", `inject a fault: {"service","method","pathSuffix","status","code","retryAfter","times","latency","reset","staleReads","provisioningState","stateReads"}, durations as "1.5s"; service and method one of values, absent for any; answers {"id"}`,
+			map[string][]string{"service": faultServices, "method": faultMethods}}, e.ctlAddFault},
+		{Route{"DELETE", "/faults", "remove every fault", nil}, func(w http.ResponseWriter, r *http.Request) {
 			e.ClearFaults()
 			w.WriteHeader(http.StatusNoContent)
 		}},
-		{Route{"DELETE", "/faults/{id}", "remove one fault"}, e.ctlRemoveFault},
-		{Route{"PUT", "/throttle", "throttle Resource Manager with a Throttle, or null to stop"}, e.ctlThrottle},
-		{Route{"GET", "/requests", "the requests recorded so far"}, func(w http.ResponseWriter, r *http.Request) {
+		{Route{"DELETE", "/faults/{id}", "remove one fault", nil}, e.ctlRemoveFault},
+		{Route{"PUT", "/throttle", "throttle Resource Manager with a Throttle, or null to stop", nil}, e.ctlThrottle},
+		{Route{"GET", "/requests", "the requests recorded so far", nil}, func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, orNone(e.Requests()))
 		}},
-		{Route{"DELETE", "/requests", "forget the recorded requests"}, func(w http.ResponseWriter, r *http.Request) {
+		{Route{"DELETE", "/requests", "forget the recorded requests", nil}, func(w http.ResponseWriter, r *http.Request) {
 			e.ResetRequests()
 			w.WriteHeader(http.StatusNoContent)
 		}},
-		{Route{"POST", "/events", `build a Key Vault event: {"type","vault","key","version","schema"}`}, e.ctlEvent},
+		{Route{"POST", "/events", `build a Key Vault event: {"type","vault","key","version","schema"}`, nil}, e.ctlEvent},
 	}
 }
 
@@ -404,6 +407,10 @@ func (e *Emulator) ctlAddFault(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		*d.dst = v
+	}
+	if err := f.check(); err != nil {
+		ctlError(w, fmt.Errorf("add fault: %w", err))
+		return
 	}
 	writeJSON(w, http.StatusOK, map[string]int{"id": e.addFault(f)})
 }

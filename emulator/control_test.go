@@ -254,3 +254,64 @@ func TestControlSurface_UpdateVersionAttributes(t *testing.T) {
 		t.Errorf("PATCH of a missing key: got %d, want 404", s)
 	}
 }
+
+// POST /faults refuses a service or method no request can match, naming
+// the valid ones, which GET / lists too.
+func TestControlSurface_FaultValidation(t *testing.T) {
+	e := start(t)
+	services := []string{"arm", "keyvault", "identity"}
+	methods := []string{"GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"}
+	tests := []struct {
+		name       string
+		fault      map[string]any
+		wantStatus int
+		wantListed []string // names the error message must list
+	}{
+		{"unknown service", map[string]any{"service": "fluidrelay", "status": 500}, 400, services},
+		{"unknown method", map[string]any{"service": "arm", "method": "FETCH", "status": 500}, 400, methods},
+		{"any service", map[string]any{"status": 500, "times": 1}, 200, nil},
+		{"every service and method, any case", nil, 200, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			faults := []map[string]any{tt.fault}
+			if tt.fault == nil {
+				faults = nil
+				for _, s := range services {
+					for _, m := range methods {
+						faults = append(faults, map[string]any{"service": strings.ToUpper(s),
+							"method": strings.ToLower(m), "status": 500})
+					}
+				}
+			}
+			for _, f := range faults {
+				var body struct {
+					ID    int    `json:"id"`
+					Error string `json:"error"`
+				}
+				if s := control(t, e, "POST", "/faults", f, &body); s != tt.wantStatus {
+					t.Fatalf("POST /faults %v: got %d %+v, want %d", f, s, body, tt.wantStatus)
+				}
+				for _, name := range tt.wantListed {
+					if !strings.Contains(body.Error, name) {
+						t.Errorf("got error %q, want it to list %s", body.Error, name)
+					}
+				}
+			}
+			control(t, e, "DELETE", "/faults", nil, nil)
+		})
+	}
+
+	var index []emulator.Route
+	control(t, e, "GET", "/", nil, &index)
+	var got map[string][]string
+	for _, r := range index {
+		if r.Method == "POST" && r.Path == "/faults" {
+			got = r.Values
+		}
+	}
+	want := map[string][]string{"service": services, "method": methods}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("GET / values of POST /faults mismatch (-want +got):\n%s", diff)
+	}
+}

@@ -117,7 +117,8 @@
 //
 // ControlURL serves JSON over plain HTTP, for the local job and for people:
 //
-//	GET    /                                       this list of routes, as JSON
+//	GET    /                                       this list of routes, as JSON, with the values
+//	                                               a restricted body member accepts
 //	GET    /state                                  vaults, key versions, servers
 //	POST   /vaults                                 {"name"}: add a vault
 //	PATCH  /vaults/{vault}                         {"keyIdHost"}: the host its kids name ("": its own)
@@ -130,7 +131,9 @@
 //	PATCH  /servers                                {"id","keyUrl","provisioningState"}: change a server behind the product's back
 //	DELETE /servers?id={id}                        delete a server
 //	POST   /faults                                 a Fault in camelCase ("staleReads", "provisioningState",
-//	                                               "stateReads", …), durations as "1.5s"; answers {"id"}
+//	                                               "stateReads", …), durations as "1.5s"; answers {"id"};
+//	                                               service arm, keyvault or identity, method GET, HEAD,
+//	                                               PUT, PATCH, POST or DELETE, absent for any
 //	DELETE /faults, /faults/{id}                   clear all, or one
 //	PUT    /throttle                               a Throttle, or null to turn it off
 //	GET    /requests, DELETE /requests             recorded requests

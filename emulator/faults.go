@@ -1,6 +1,7 @@
 package emulator
 
 import (
+	"fmt"
 	"math"
 	"net/http"
 	"slices"
@@ -36,6 +37,31 @@ type Fault struct {
 	StateReads        int    // how many GETs show ProvisioningState; 0: until the next write
 }
 
+// Values Fault.Service and Fault.Method match, besides "" (any); both are
+// matched case-insensitively.
+var (
+	faultServices = []string{svcARM, svcKeyVault, svcIdentity}
+	faultMethods  = []string{http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPatch,
+		http.MethodPost, http.MethodDelete}
+)
+
+// check refuses a Service or Method no request can match.
+func (f *Fault) check() error {
+	for _, m := range []struct {
+		name, value string
+		valid       []string
+	}{{"service", f.Service, faultServices}, {"method", f.Method, faultMethods}} {
+		ok := m.value == "" || slices.ContainsFunc(m.valid, func(v string) bool {
+			return strings.EqualFold(v, m.value)
+		})
+		if !ok {
+			return fmt.Errorf("%w: %s %q is not one of %s (or empty for any)", ErrInvalid,
+				m.name, m.value, strings.Join(m.valid, ", "))
+		}
+	}
+	return nil
+}
+
 // onWrite reports whether f acts on writes rather than on requests.
 func (f *Fault) onWrite() bool { return f.StaleReads > 0 || f.ProvisioningState != "" }
 
@@ -59,6 +85,9 @@ type pendingState struct {
 // InjectFault adds f after the faults already injected. Faults apply to
 // requests after authentication (a fault never hides Key Vault's challenge
 // or the identity header check). remove takes it away; it is idempotent.
+// A Service other than "arm", "keyvault" and "identity", or a Method other
+// than GET, HEAD, PUT, PATCH, POST and DELETE, matches no request (the
+// control surface refuses such a fault).
 func (e *Emulator) InjectFault(f Fault) (remove func()) {
 	id := e.addFault(f)
 	return func() { e.removeFault(id) }
