@@ -159,7 +159,7 @@ func (r *Rotator) fly(ctx context.Context, t Target, f *flight, req Request) (re
 	defer func() {
 		if v := recover(); v != nil {
 			r.log.ErrorContext(ctx, "rotation aborted: internal error", "key_name", t.Key.Name,
-				"err", fmt.Sprint(v), "stack", string(debug.Stack()))
+				"key_version", req.Key.Version, "err", fmt.Sprint(v), "stack", string(debug.Stack()))
 			rep = Report{Key: t.Key.String(), Error: fmt.Sprintf("rotation aborted: internal error: %v", v),
 				ErrorKind: KindUpstream, Servers: []ServerResult{}}
 		}

@@ -332,25 +332,31 @@ func (r *Rotator) unreached(p *plan, id, reason string) ServerResult {
 // A panic is reported as that server's failure, so that one bad server
 // never takes the others (or the process) down with it.
 func (r *Rotator) server(ctx context.Context, p *plan, id string) (res ServerResult) {
+	log := p.serverLog(r.log, id)
 	defer func() {
 		if v := recover(); v != nil {
-			r.log.ErrorContext(ctx, "server not rotated: internal error", "server_id", id,
+			log.ErrorContext(ctx, "server not rotated: internal error",
 				"err", fmt.Sprint(v), "stack", string(debug.Stack()))
 			res = ServerResult{ID: id, Outcome: Failed, Reason: fmt.Sprintf("internal error: %v", v)}
 		}
 	}()
-	res = r.serverOnce(ctx, p, id)
+	res = r.serverOnce(ctx, log, p, id)
 	if !p.dryRun && (res.Outcome == Rotated || res.Outcome == Current) {
 		r.confirmed.remember(id, p.target.Ref.Version, time.Now())
 	}
 	return res
 }
 
-func (r *Rotator) serverOnce(ctx context.Context, p *plan, id string) ServerResult {
+// serverLog is the logger for every line about server id: each carries
+// the server, the key and the target version.
+func (p *plan) serverLog(log *slog.Logger, id string) *slog.Logger {
+	return log.With("server_id", id, "key_name", p.key.Name, "key_version", p.target.Ref.Version)
+}
+
+func (r *Rotator) serverOnce(ctx context.Context, log *slog.Logger, p *plan, id string) ServerResult {
 	if ra := p.throttled.Load(); ra != nil {
 		return r.unreached(p, id, "not attempted: Resource Manager asked to wait "+ra.After.String())
 	}
-	log := r.log.With("server_id", id, "key_name", p.key.Name, "key_version", p.target.Ref.Version)
 
 	readCtx := ctx
 	if r.trusted(p, id) {
