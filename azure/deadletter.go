@@ -2,9 +2,11 @@ package azure
 
 import (
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"path"
 	"strconv"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
@@ -161,10 +164,26 @@ type DeadLetterBlob struct {
 	LastModified time.Time
 	Size         int64
 	ETag         azcore.ETag
-	Metadata     map[string]string // as stored; names in lower case
+	// Metadata is as listed, names spelled as they were set (Storage
+	// compares them without case but keeps their case, which MarkDone
+	// writes back); Meta looks one up.
+	Metadata map[string]string
 
 	// Replayed is when a replay marked the blob done; zero when not.
 	Replayed time.Time
+}
+
+// Meta is the metadata value named name, in any case; "" when absent.
+func (b DeadLetterBlob) Meta(name string) string {
+	if v, ok := b.Metadata[name]; ok {
+		return v
+	}
+	for k, v := range b.Metadata {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return ""
 }
 
 // Time is when the blob's events were dead-lettered: the end of the
@@ -187,21 +206,59 @@ func (d *DeadLetters) List(ctx context.Context) ([]DeadLetterBlob, error) {
 	var out []DeadLetterBlob
 	pager := d.client.NewListBlobsFlatPager(opts)
 	for pager.More() {
-		page, err := pager.NextPage(ctx)
+		var resp *http.Response
+		page, err := pager.NextPage(runtime.WithCaptureResponse(ctx, &resp))
 		if err != nil {
 			return nil, classify("list dead-letter blobs in "+d.where, err)
 		}
+		names := listedMetadataNames(resp)
 		for _, item := range page.Segment.BlobItems {
 			if item == nil || item.Name == nil {
 				continue
 			}
-			out = append(out, blobOf(item))
+			out = append(out, blobOf(item, names[*item.Name]))
 		}
 	}
 	return out, nil
 }
 
-func blobOf(item *container.BlobItem) DeadLetterBlob {
+// listedMetadataNames reads a listing's XML for the metadata names of
+// each blob as stored: the SDK hands them over in lower case, and
+// MarkDone writes them back. A blob missing from the result (an
+// unreadable body, an encoded name) keeps the SDK's names.
+func listedMetadataNames(resp *http.Response) map[string][]string {
+	if resp == nil {
+		return nil
+	}
+	body, err := runtime.Payload(resp)
+	if err != nil {
+		return nil
+	}
+	var list struct {
+		Blobs []struct {
+			Name     string `xml:"Name"`
+			Metadata struct {
+				Items []struct {
+					XMLName xml.Name
+				} `xml:",any"`
+			} `xml:"Metadata"`
+		} `xml:"Blobs>Blob"`
+	}
+	if xml.Unmarshal(body, &list) != nil {
+		return nil
+	}
+	out := make(map[string][]string, len(list.Blobs))
+	for _, b := range list.Blobs {
+		for _, it := range b.Metadata.Items {
+			out[b.Name] = append(out[b.Name], it.XMLName.Local)
+		}
+	}
+	return out
+}
+
+// blobOf is a listed blob; stored holds its metadata names as stored,
+// which take the place of the SDK's lower-cased ones.
+func blobOf(item *container.BlobItem, stored []string) DeadLetterBlob {
 	b := DeadLetterBlob{Name: *item.Name, Metadata: map[string]string{}}
 	b.Subscription, b.Hour = parseDeadLetterPath(b.Name)
 	if p := item.Properties; p != nil {
@@ -213,12 +270,20 @@ func blobOf(item *container.BlobItem) DeadLetterBlob {
 			b.ETag = *p.ETag
 		}
 	}
-	for k, v := range item.Metadata {
-		if v != nil {
-			b.Metadata[strings.ToLower(k)] = *v
-		}
+	spelled := make(map[string]string, len(stored))
+	for _, k := range stored {
+		spelled[strings.ToLower(k)] = k
 	}
-	if t, err := time.Parse(time.RFC3339, b.Metadata[MetaReplayed]); err == nil {
+	for k, v := range item.Metadata {
+		if v == nil {
+			continue
+		}
+		if s, ok := spelled[strings.ToLower(k)]; ok {
+			k = s
+		}
+		b.Metadata[k] = *v
+	}
+	if t, err := time.Parse(time.RFC3339, b.Meta(MetaReplayed)); err == nil {
 		b.Replayed = t
 	}
 	return b
@@ -268,6 +333,17 @@ func (d *DeadLetters) Read(ctx context.Context, b DeadLetterBlob) ([]byte, error
 	return data, nil
 }
 
+// ownMeta reports whether name is one of the Meta* names, in any case:
+// those are written afresh, never twice in two spellings.
+func ownMeta(name string) bool {
+	for _, own := range []string{MetaReplayed, MetaOutcome, MetaEvents, MetaFailed, MetaIgnored, MetaPoison} {
+		if strings.EqualFold(name, own) {
+			return true
+		}
+	}
+	return false
+}
+
 // Mark is what a finished replay records on a blob.
 type Mark struct {
 	Time    time.Time
@@ -282,13 +358,16 @@ type Mark struct {
 // between listing and marking; it was left as it is.
 var ErrBlobChanged = errors.New("blob changed since it was listed")
 
-// MarkDone records m on blob b, keeping its other metadata. It writes
-// only if the blob is unchanged since it was listed (If-Match on its
-// ETag), so that two replays cannot both claim it.
+// MarkDone records m on blob b, keeping its other metadata with their
+// names as they were spelled (setting metadata replaces all of it). It
+// writes only if the blob is unchanged since it was listed (If-Match on
+// its ETag), so that two replays cannot both claim it.
 func (d *DeadLetters) MarkDone(ctx context.Context, b DeadLetterBlob, m Mark) error {
 	meta := make(map[string]*string, len(b.Metadata)+6)
 	for k, v := range b.Metadata {
-		meta[k] = &v
+		if !ownMeta(k) {
+			meta[k] = &v
+		}
 	}
 	set := func(k, v string) { meta[k] = &v }
 	set(MetaReplayed, m.Time.UTC().Format(time.RFC3339))

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/google/go-cmp/cmp"
 
@@ -178,8 +182,8 @@ func (w *deadLetterWorld) outcomes(t *testing.T, d *azure.DeadLetters) map[strin
 	}
 	out := map[string]string{}
 	for _, b := range blobs {
-		out[b.Name] = b.Metadata[azure.MetaOutcome]
-		if !b.Replayed.IsZero() && b.Metadata[azure.MetaOutcome] == "" {
+		out[b.Name] = b.Meta(azure.MetaOutcome)
+		if !b.Replayed.IsZero() && b.Meta(azure.MetaOutcome) == "" {
 			t.Errorf("%s: marked replayed without an outcome", b.Name)
 		}
 	}
@@ -191,8 +195,9 @@ func (w *deadLetterWorld) rotator(t *testing.T, dryRun bool) *rotation.Rotator {
 }
 
 // TestReplayDeadLetters replays real-shaped dead-letter blobs from
-// Azurite: both schemas, duplicates, an older version after a newer one,
-// an undecodable event, and a blob whose rotation fails in a way a later
+// Azurite: both schemas, duplicates, an older version in the same batch
+// as a newer one (TestReplayDeadLetters_OlderVersionLater has it in a
+// later one), an undecodable event, and a blob whose rotation fails in a way a later
 // run can fix. Then it replays again until nothing is left.
 func TestReplayDeadLetters(t *testing.T) {
 	w := newDeadLetterWorld(t)
@@ -508,5 +513,147 @@ func TestDeadLetters_NeverPrintsTheSignature(t *testing.T) {
 				secret(t, "results", fmt.Sprint(sum.Results))
 			}
 		})
+	}
+}
+
+// TestReplayDeadLetters_OlderVersionLater: an event for an older version
+// arrives after the newer one was replayed and marked, in a later run or
+// in a later batch of the same run. It PATCHes nothing, ends final and
+// its blob is marked.
+func TestReplayDeadLetters_OlderVersionLater(t *testing.T) {
+	// Event Grid's paths are not zero-padded: hour 10 sorts before hour 9.
+	const (
+		newer = "RELAY-SUB/2024/5/1/10/11111111-1111-1111-1111-111111111111.json"
+		older = "RELAY-SUB/2024/5/1/9/22222222-2222-2222-2222-222222222222.json"
+	)
+	if newer >= older {
+		t.Fatalf("%s sorts after %s; want the older version's blob listed later", newer, older)
+	}
+	// check replays the blob of the older version and wants it final,
+	// PATCHing nothing, and marked.
+	check := func(t *testing.T, w *deadLetterWorld, res azure.BlobResult) {
+		t.Helper()
+		if res.Name != older || !res.Marked || res.Outcome != azure.OutcomeOK {
+			t.Errorf("got %s outcome %q, marked %v; want %s ok and marked", res.Name, res.Outcome, res.Marked, older)
+		}
+		for _, ev := range res.Events {
+			if ev.Report == nil {
+				t.Errorf("event %s: got no report (%s), want one", ev.EventID, ev.Ignored)
+				continue
+			}
+			for _, s := range ev.Report.Servers {
+				if s.Outcome != rotation.Skipped && s.Outcome != rotation.Current {
+					t.Errorf("%s: got %s (%s), want skipped or current: never moved back", s.ID, s.Outcome, s.Reason)
+				}
+			}
+		}
+		for _, id := range w.ids[:2] {
+			if got, _ := w.emu.ServerKeyURL(id); got != w.v3.KID {
+				t.Errorf("%s: got %s, want it still on %s", id, got, w.v3.KID)
+			}
+		}
+	}
+
+	t.Run("a later run", func(t *testing.T) {
+		w := newDeadLetterWorld(t)
+		d := w.store(t, "deadletters/RELAY-SUB")
+		r := w.rotator(t, false)
+		w.upload(t, newer, w.gridEvent(t, w.v3))
+		sum, err := d.Replay(t.Context(), r, azure.ReplayOptions{})
+		if err != nil || sum.Replayed != 1 || !sum.Results[0].Marked {
+			t.Fatalf("first run: got %d replayed, %v; want the newer blob replayed and marked", sum.Replayed, err)
+		}
+
+		w.upload(t, older, w.gridEvent(t, w.v2), w.cloudEvent(t, w.v2))
+		w.emu.ResetRequests()
+		sum, err = d.Replay(t.Context(), r, azure.ReplayOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sum.Done != 1 || sum.Replayed != 1 || len(sum.Results) != 1 {
+			t.Fatalf("second run: got %d done, %d replayed, results %+v; want 1, 1 and the older blob", sum.Done, sum.Replayed, sum.Results)
+		}
+		check(t, w, sum.Results[0])
+		if n := len(w.patches()); n != 0 {
+			t.Errorf("got %d PATCHes, want none", n)
+		}
+	})
+
+	t.Run("a later batch", func(t *testing.T) {
+		w := newDeadLetterWorld(t)
+		d := w.store(t, "deadletters/RELAY-SUB")
+		w.upload(t, newer, w.gridEvent(t, w.v3))
+		w.upload(t, older, w.gridEvent(t, w.v2), w.cloudEvent(t, w.v2))
+		var batches []int
+		sum, err := d.Replay(t.Context(), w.rotator(t, false), azure.ReplayOptions{Batch: 1,
+			Progress: func(s azure.ReplaySummary) { batches = append(batches, len(s.Results)) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(sum.Results) != 2 || sum.Results[0].Name != newer || !slices.Equal(batches, []int{1, 2}) {
+			t.Fatalf("got results %+v in batches %v; want %s, then %s in a batch of its own", sum.Results, batches, newer, older)
+		}
+		check(t, w, sum.Results[1])
+		if n := len(w.patches()); n != 2 {
+			t.Errorf("got %d PATCHes, want 2: the newer version's, one per server", n)
+		}
+	})
+}
+
+// TestDeadLetters_MarkKeepsMetadataNames: marking a blob keeps the
+// metadata an operator set on it, names spelled as they were.
+func TestDeadLetters_MarkKeepsMetadataNames(t *testing.T) {
+	w := newDeadLetterWorld(t)
+	const name = "RELAY-SUB/2024/5/1/7/a.json"
+	body, _ := json.Marshal([]json.RawMessage{w.gridEvent(t, w.v3)})
+	owner, ticket := "ops-team", "Change 42"
+	if _, err := w.container.NewBlockBlobClient(name).UploadBuffer(t.Context(), body, &blockblob.UploadBufferOptions{
+		Metadata: map[string]*string{"Owner": &owner, "TicketRef": &ticket}}); err != nil {
+		t.Fatal(err)
+	}
+	d := w.store(t, "deadletters")
+	blobs, err := d.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := blobs[0].Meta("owner"); got != owner {
+		t.Errorf("Meta(owner): got %q, want %q whatever the case", got, owner)
+	}
+
+	sum, err := d.Replay(t.Context(), w.rotator(t, false), azure.ReplayOptions{})
+	if err != nil || !sum.Results[0].Marked {
+		t.Fatalf("got %+v, %v; want the blob marked", sum.Results, err)
+	}
+
+	// The SDK reads listed names in lower case; the listing's XML has
+	// them as stored.
+	var resp *http.Response
+	if _, err := w.container.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
+		Include: container.ListBlobsInclude{Metadata: true}}).NextPage(runtime.WithCaptureResponse(t.Context(), &resp)); err != nil {
+		t.Fatal(err)
+	}
+	listing, err := runtime.Payload(resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Metadata struct {
+			Items []struct {
+				XMLName xml.Name
+				Value   string `xml:",chardata"`
+			} `xml:",any"`
+		} `xml:"Blobs>Blob>Metadata"`
+	}
+	if err := xml.Unmarshal(listing, &list); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, it := range list.Metadata.Items {
+		if !strings.HasPrefix(it.XMLName.Local, "cmkrotator_") {
+			got[it.XMLName.Local] = it.Value
+		}
+	}
+	if diff := cmp.Diff(map[string]string{"Owner": owner, "TicketRef": ticket}, got); diff != "" {
+		t.Errorf("operator metadata after marking (-want +got):\n%s", diff)
 	}
 }
