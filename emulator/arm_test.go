@@ -2,6 +2,7 @@ package emulator_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"testing"
 	"time"
@@ -164,43 +165,68 @@ func TestARM_RequestErrors(t *testing.T) {
 	}{
 		{"missing api-version", http.MethodGet, "", nil, 400, "MissingApiVersionParameter"},
 		{"wrong api-version", http.MethodGet, "2021-03-12-preview", nil, 400, "InvalidApiVersionParameter"},
-		{"malformed PATCH", http.MethodPatch, emulator.APIVersion, "{", 400, "InvalidRequestContent"},
+		// ARM answers InvalidRequestContent both for a body that is not
+		// JSON and for JSON of the wrong shape.
+		{"malformed PATCH", http.MethodPatch, emulator.APIVersion, rawJSON(`{"properties":`), 400,
+			"InvalidRequestContent"},
+		{"malformed PUT", http.MethodPut, emulator.APIVersion, rawJSON(`{"location":"westus",`), 400,
+			"InvalidRequestContent"},
+		{"PATCH of the wrong shape", http.MethodPatch, emulator.APIVersion, "{", 400,
+			"InvalidRequestContent"},
+		{"PUT of the wrong shape", http.MethodPut, emulator.APIVersion, rawJSON(`["westus"]`), 400,
+			"InvalidRequestContent"},
 		{"PUT without location", http.MethodPut, emulator.APIVersion, map[string]any{}, 400,
 			"LocationRequired"},
 		{"POST on a server", http.MethodPost, emulator.APIVersion, nil, 405, "HttpMethodNotAllowed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			e.ResetRequests()
 			_, err := armCallVersion(ctx, c, tt.method, id, tt.version, tt.body, nil)
 			if status, code := errorCode(t, err); status != tt.wantStatus || code != tt.wantCode {
 				t.Errorf("got %d %s, want %d %s", status, code, tt.wantStatus, tt.wantCode)
 			}
+			if raw, ok := tt.body.(rawJSON); ok {
+				if reqs := e.Requests(); len(reqs) != 1 || string(reqs[0].Body) != string(raw) {
+					t.Errorf("got requests %+v, want one with body %s", reqs, raw)
+				}
+			}
 		})
 	}
 
-	t.Run("token for Key Vault", func(t *testing.T) {
-		tok, err := cred.GetToken(ctx, policy.TokenRequestOptions{
-			Scopes: []string{"https://vault.azure.net/.default"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for auth, want := range map[string]string{
-			"":                    "AuthenticationFailed",
-			"Bearer garbage":      "InvalidAuthenticationToken",
-			"Bearer " + tok.Token: "InvalidAuthenticationTokenAudience",
-		} {
-			req, _ := http.NewRequest(http.MethodGet, e.ARMEndpoint()+id+"?api-version=2022-06-01", nil)
-			if auth != "" {
-				req.Header.Set("Authorization", auth)
+	kvTok, err := cred.GetToken(ctx, policy.TokenRequestOptions{
+		Scopes: []string{"https://vault.azure.net/.default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, auth, wantCode string
+	}{
+		{"no token", "", "AuthenticationFailed"},
+		{"garbage token", "Bearer garbage", "InvalidAuthenticationToken"},
+		{"token for Key Vault", "Bearer " + kvTok.Token, "InvalidAuthenticationTokenAudience"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, e.ARMEndpoint()+id+"?api-version="+
+				emulator.APIVersion, nil)
+			if tt.auth != "" {
+				req.Header.Set("Authorization", tt.auth)
 			}
 			resp, err := e.HTTPClient().Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp.Body.Close()
-			if resp.StatusCode != 401 {
-				t.Errorf("got %d, want 401 %s", resp.StatusCode, want)
+			defer resp.Body.Close()
+			var body struct {
+				Error struct{ Code, Message string }
 			}
-		}
-	})
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatalf("decode the error body: %v", err)
+			}
+			if resp.StatusCode != 401 || body.Error.Code != tt.wantCode || body.Error.Message == "" {
+				t.Errorf("got %d %s %q, want 401 %s with a message", resp.StatusCode,
+					body.Error.Code, body.Error.Message, tt.wantCode)
+			}
+		})
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 
@@ -93,6 +94,9 @@ func armCall(ctx context.Context, c *arm.Client, method, path string, body, out 
 	return armCallVersion(ctx, c, method, path, emulator.APIVersion, body, out)
 }
 
+// rawJSON is a request body sent as it is, so that it may be malformed.
+type rawJSON string
+
 func armCallVersion(ctx context.Context, c *arm.Client, method, path, version string,
 	body, out any) (*http.Response, error) {
 	u := path
@@ -109,10 +113,15 @@ func armCallVersion(ctx context.Context, c *arm.Client, method, path, version st
 		req.Raw().URL.RawQuery = q.Encode()
 	}
 	req.Raw().Header.Set("Accept", "application/json")
-	if body != nil {
-		if err := runtime.MarshalAsJSON(req, body); err != nil {
-			return nil, err
-		}
+	switch b := body.(type) {
+	case nil:
+	case rawJSON:
+		err = req.SetBody(streaming.NopCloser(strings.NewReader(string(b))), "application/json")
+	default:
+		err = runtime.MarshalAsJSON(req, body)
+	}
+	if err != nil {
+		return nil, err
 	}
 	resp, err := c.Pipeline().Do(req)
 	if err != nil {
