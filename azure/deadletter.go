@@ -114,7 +114,13 @@ func parseLocation(location string) (azblob.URLParts, error) {
 		// The SDK's message may quote the URL with its query.
 		return azblob.URLParts{}, fmt.Errorf("open dead letters %q: malformed container URL", where)
 	}
-	if parts.ContainerName == "" {
+	switch {
+	case parts.ContainerName == "" && parts.IPEndpointStyleInfo.AccountName != "":
+		// Azurite's style: the SDK reads the first path segment of an
+		// IP host as the account.
+		return azblob.URLParts{}, fmt.Errorf("open dead letters %q: no container name: for an IP host the URL "+
+			"names the account first: http://127.0.0.1:10000/{account}/{container}[/{prefix}]", where)
+	case parts.ContainerName == "":
 		return azblob.URLParts{}, fmt.Errorf("open dead letters %q: no container name", where)
 	}
 	return parts, nil

@@ -396,6 +396,22 @@ func TestNewDeadLetters_BadLocation(t *testing.T) {
 			}
 		})
 	}
+	const ipStyle = "for an IP host the URL names the account first: http://127.0.0.1:10000/{account}/{container}"
+	for _, loc := range []string{"https://127.0.0.1:1/dl", "http://[::1]:10000/devstoreaccount1"} {
+		t.Run(loc, func(t *testing.T) {
+			_, err := azure.NewDeadLetters(loc, staticToken{}, nil)
+			if err == nil || !strings.Contains(err.Error(), ipStyle) {
+				t.Errorf("got %v, want it to say %q", err, ipStyle)
+			}
+			_, err = azure.NewDeadLettersFromConnectionString("UseDevelopmentStorage=true", loc, nil)
+			if err == nil || !strings.Contains(err.Error(), ipStyle) {
+				t.Errorf("with a connection string: got %v, want it to say %q", err, ipStyle)
+			}
+		})
+	}
+	if _, err := azure.NewDeadLetters("https://127.0.0.1:1/devstoreaccount1/dl", staticToken{}, nil); err != nil {
+		t.Errorf("got %v, want an IP host with account and container accepted", err)
+	}
 	_, err := azure.NewDeadLettersFromConnectionString("AccountKey=secret-value;garbage", "c", nil)
 	if err == nil || bytes.Contains([]byte(err.Error()), []byte("secret-value")) {
 		t.Errorf("got %v, want an error that does not repeat the connection string", err)
