@@ -2,9 +2,11 @@ package azure_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -121,8 +123,9 @@ func TestRotate_ThrottledServerEndsTheRunInTime(t *testing.T) {
 				if s := rep.Servers[36]; s.Outcome != rotation.Failed || !s.Retryable {
 					t.Errorf("server 37: got %s retryable %v, want failed and retryable", s.Outcome, s.Retryable)
 				}
-				if rep.Final() {
-					t.Error("report is final, want a redelivery to finish the rest")
+				if rep.Final() || !rep.Retryable {
+					t.Errorf("got final %v, retryable %v; want a retryable report, for a redelivery to finish the rest",
+						rep.Final(), rep.Retryable)
 				}
 			})
 		})
@@ -183,4 +186,40 @@ func TestRotate_SlowServersReportedAtTheDeadline(t *testing.T) {
 			t.Errorf("got %d rotated and %d failed, want some of each", rotated, failed)
 		}
 	})
+}
+
+// A rotation whose every server read fails with 503 says, at the top,
+// that a retry may succeed: nothing in it needs a person.
+func TestRotate_UnavailableServersMakeARetryableReport(t *testing.T) {
+	f := setup(t, 3)
+	v2 := f.newVersion(t)
+	f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodGet, Status: http.StatusServiceUnavailable})
+
+	synctest.Test(t, func(t *testing.T) {
+		r := f.rotatorOver(t, transporter(f), nil)
+
+		rep := r.Rotate(t.Context(), rotation.Request{Key: f.key.WithVersion(v2.Version), Manual: true})
+
+		for _, s := range rep.Servers {
+			if s.Outcome != rotation.Failed || !s.Retryable {
+				t.Errorf("%s: got %s retryable %v, want failed and retryable", s.ID, s.Outcome, s.Retryable)
+			}
+		}
+		if len(rep.Servers) != 3 || rep.Error != "" {
+			t.Fatalf("got %d servers, key error %q; want 3 servers and no key error", len(rep.Servers), rep.Error)
+		}
+		if !rep.Retryable || rep.Final() {
+			t.Errorf("got retryable %v, final %v; want retryable, not final", rep.Retryable, rep.Final())
+		}
+		b, err := json.Marshal(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), `"retryable":true`) {
+			t.Errorf("got %s, want \"retryable\":true", b)
+		}
+	})
+	if n := len(f.patches()); n != 0 {
+		t.Errorf("got %d PATCHes, want none", n)
+	}
 }

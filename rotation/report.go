@@ -32,11 +32,17 @@ type Report struct {
 
 	// Error is set when the key itself could not be handled (not
 	// subscribed, target invalid, vault unreachable); then Servers may be
-	// empty. ErrorKind classifies it, and Retryable says whether a
-	// redelivery could succeed.
+	// empty. ErrorKind classifies it.
 	Error     string    `json:"error,omitempty"`
 	ErrorKind ErrorKind `json:"errorKind,omitempty"`
-	Retryable bool      `json:"retryable"`
+
+	// Retryable says whether a retry could finish what this report left
+	// unfinished without a person; it is !Final(). With Error set, it is
+	// whether that error may clear (a final key error means no retry can
+	// succeed, whatever the servers say). Without Error, it is true when
+	// some server failed retryably, and false when every server ended
+	// (rotated, current, skipped, or failed for good).
+	Retryable bool `json:"retryable"`
 
 	// RetryAfter is how long Azure asked the caller to wait before trying
 	// again, when it did; zero otherwise.
@@ -55,11 +61,11 @@ const (
 )
 
 // Final reports whether nothing in the report could succeed on a retry
-// that has not already succeeded: no retryable key error and no retryable
-// server failure.
+// that has not already succeeded: a key error that is not retryable, or
+// no key error and no retryable server failure.
 func (r Report) Final() bool {
-	if r.Error != "" && r.Retryable {
-		return false
+	if r.Error != "" {
+		return !r.Retryable
 	}
 	for _, s := range r.Servers {
 		if s.Outcome == Failed && s.Retryable {
