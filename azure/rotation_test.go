@@ -413,6 +413,32 @@ func TestReconcileAndStatus(t *testing.T) {
 	}
 }
 
+// A mapped server that Resource Manager does not know may be a wrong ID
+// hiding a server on any version: status then offers none to disable.
+func TestStatus_NotFoundServerWithholdsSafeToDisable(t *testing.T) {
+	f := setup(t, 2)
+	f.newVersion(t)
+	r := f.rotator(t, nil)
+	if rep := r.Rotate(t.Context(), rotation.Request{Key: f.key}); !rep.OK() {
+		t.Fatalf("rotation: %+v", rep)
+	}
+	if got := r.Status(t.Context()).Keys[0].SafeToDisable; len(got) != 1 || got[0] != f.v1.Version {
+		t.Fatalf("before: got safe to disable %v, want [%s]", got, f.v1.Version)
+	}
+	if err := f.emu.DeleteServer(f.ids[1]); err != nil {
+		t.Fatal(err)
+	}
+
+	ks := r.Status(t.Context()).Keys[0]
+
+	if got := serverState(t, rotation.Status{Keys: []rotation.KeyStatus{ks}}, f.ids[1]); got.State != rotation.StateNotFound {
+		t.Errorf("got state %q, want %q", got.State, rotation.StateNotFound)
+	}
+	if len(ks.SafeToDisable) != 0 {
+		t.Errorf("got safe to disable %v with a mapped server not found, want none", ks.SafeToDisable)
+	}
+}
+
 func TestKeyVault_Errors(t *testing.T) {
 	f := setup(t, 0)
 	keys, relays := f.adapters(t, f.emu.HTTPClient())

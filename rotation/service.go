@@ -153,7 +153,9 @@ type KeyStatus struct {
 	Retryable      bool           `json:"retryable,omitempty"` // Error may clear without a person
 	Servers        []ServerStatus `json:"servers"`
 	// SafeToDisable lists enabled versions other than the current one
-	// that no server uses. It is empty unless every server could be read.
+	// that no server in the subscription map uses; a server outside the
+	// map is not seen. It is empty unless every mapped server could be
+	// read and exists, and none is mid-update.
 	SafeToDisable []string `json:"safeToDisable"`
 }
 
@@ -232,9 +234,11 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 	used := map[string]bool{strings.ToLower(cur.Ref.Version): true} // never offer the current one
 	for _, s := range ks.Servers {
 		switch s.State {
-		case StateUnreachable, StateUnsettled:
-			// Unread, or mid-update (a failed update may leave the
-			// server on its previous version): no version is known safe.
+		case StateUnreachable, StateUnsettled, StateNotFound:
+			// Unread, mid-update (a failed update may leave the server
+			// on its previous version), or not found (a wrong ID in the
+			// map may hide a server that uses any version): no version
+			// is known safe.
 			complete = false
 		case StateVersionless:
 			used[strings.ToLower(cur.Ref.Version)] = true
