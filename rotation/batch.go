@@ -2,9 +2,7 @@ package rotation
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"strings"
 )
 
 // IgnoredUndecodable prefixes the Ignored reason of an event that could
@@ -28,14 +26,17 @@ type BadEvent struct {
 	Err   error
 }
 
+// wantBatch is the shape DecodeBatch's errors ask for.
+const wantBatch = "a JSON object or an array of them"
+
 // DecodeBatch splits data, one event object or an array of them, and
 // decodes each event. It fails only when data is not a JSON object or
-// array (the error wraps encoding/json's); events that do not decode are
-// kept in Bad.
+// array, saying what it is instead; events that do not decode are kept
+// in Bad.
 func DecodeBatch(data []byte) (Batch, error) {
 	var raw json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return Batch{}, fmt.Errorf("decode events: %w", err)
+		return Batch{}, fmt.Errorf("decode events: %w", shapeOf(err, data, wantBatch))
 	}
 	var raws []json.RawMessage
 	switch raw[0] {
@@ -46,7 +47,7 @@ func DecodeBatch(data []byte) (Batch, error) {
 			return Batch{}, fmt.Errorf("decode events: %w", err)
 		}
 	default:
-		return Batch{}, errors.New("decode events: want a JSON object or an array of them")
+		return Batch{}, fmt.Errorf("decode events: want %s, got %s", wantBatch, jsonKind(raw))
 	}
 
 	b := Batch{Size: len(raws)}
@@ -78,24 +79,17 @@ func (b Batch) Results(decoded []EventResult) []EventResult {
 }
 
 // envelopeNames returns an undecodable event's id and type as far as
-// they can be read, matching member names in any case as the decoder
-// does.
+// they can be read, matching member names as the decoder does; a name
+// the event gives two different values stays unread.
 func envelopeNames(raw json.RawMessage) (id, typ string) {
-	var members map[string]json.RawMessage
-	if json.Unmarshal(raw, &members) != nil {
-		return "", ""
+	env, _ := fields(raw)
+	first, second := "eventtype", "type"
+	if _, ok := env["specversion"]; ok {
+		first, second = second, first
 	}
-	for k, v := range members {
-		var s string
-		if json.Unmarshal(v, &s) != nil {
-			continue
-		}
-		switch strings.ToLower(strings.TrimSpace(k)) {
-		case "id":
-			id = s
-		case "eventtype", "type":
-			typ = s
-		}
+	typ = str(env[first])
+	if typ == "" {
+		typ = str(env[second])
 	}
-	return id, typ
+	return str(env["id"]), typ
 }

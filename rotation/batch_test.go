@@ -30,9 +30,14 @@ func TestDecodeBatch(t *testing.T) {
 		t.Errorf("result 2: got %+v, want ignored as undecodable", res[2])
 	}
 
-	for _, body := range []string{`42`, `"x"`, `[`} {
-		if _, err := rotation.DecodeBatch([]byte(body)); err == nil {
-			t.Errorf("DecodeBatch(%s): got no error, want one", body)
+	for body, want := range map[string]string{
+		`42`:  "decode events: want a JSON object or an array of them, got a number",
+		`"x"`: "decode events: want a JSON object or an array of them, got a string",
+		`[`:   "decode events: want a JSON object or an array of them, got invalid JSON: unexpected end of JSON input",
+		` `:   "decode events: want a JSON object or an array of them, got nothing",
+	} {
+		if _, err := rotation.DecodeBatch([]byte(body)); err == nil || err.Error() != want {
+			t.Errorf("DecodeBatch(%q): got error %v, want %q", body, err, want)
 		}
 	}
 }

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,7 +75,7 @@ func DecodeEvents(data []byte) ([]Event, error) {
 
 	var raws []json.RawMessage
 	if err := json.Unmarshal(data, &raws); err != nil {
-		return nil, fmt.Errorf("decode events: want a JSON object or array: %w", err)
+		return nil, fmt.Errorf("decode events: %w", shapeOf(err, data, "a JSON object or array"))
 	}
 	events := make([]Event, 0, len(raws))
 	var errs []error
@@ -89,9 +91,12 @@ func DecodeEvents(data []byte) ([]Event, error) {
 }
 
 // DecodeEvent decodes one event object in either schema. Keys of the
-// envelope and of the data match in any case and with stray spaces; NBF and
+// envelope and of the data match in any case and with stray spaces; an
+// object with two keys that match alike, such as "Id" and "id", with
+// different values is undecodable, since either could be meant. NBF and
 // EXP may be numbers, strings or null and keep whole seconds exactly. The
 // key version comes from data.Id, or from data.Version when Id has none.
+// Errors describe what was wanted and found in JSON's terms.
 func DecodeEvent(data []byte) (Event, error) {
 	env, err := fields(data)
 	if err != nil {
@@ -183,23 +188,87 @@ func eventData(env map[string]json.RawMessage) ([]byte, error) {
 }
 
 // fields decodes a JSON object into its members, keyed by lower-cased,
-// trimmed names. The first of several names that fold together wins.
+// trimmed names. Members whose names fold together must agree: when two
+// of them hold different values, the object is ambiguous and fields
+// fails, naming both; the map it returns then holds every other member.
 func fields(data []byte) (map[string]json.RawMessage, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
-		return nil, fmt.Errorf("want a JSON object: %w", err)
+		return nil, shapeOf(err, data, "a JSON object")
 	}
 	if m == nil {
 		return nil, errors.New("want a JSON object, got null")
 	}
+
+	// Sorted, so that which names an error reports does not depend on
+	// map order.
+	names := slices.Sorted(maps.Keys(m))
 	out := make(map[string]json.RawMessage, len(m))
-	for k, v := range m {
-		k = strings.ToLower(strings.TrimSpace(k))
-		if _, dup := out[k]; !dup {
-			out[k] = v
+	first := make(map[string]string, len(m)) // folded → name as written
+	var clash error
+	for _, name := range names {
+		k := strings.ToLower(strings.TrimSpace(name))
+		prev, dup := first[k]
+		if !dup {
+			first[k], out[k] = name, m[name]
+			continue
+		}
+		if _, ok := out[k]; ok && !sameJSON(m[prev], m[name]) {
+			delete(out, k)
+			if clash == nil {
+				clash = fmt.Errorf("has both %q and %q, with different values", prev, name)
+			}
 		}
 	}
-	return out, nil
+	return out, clash
+}
+
+// sameJSON reports whether two JSON values are the same, ignoring
+// insignificant space and how strings are escaped.
+func sameJSON(a, b json.RawMessage) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	if bytes.Equal(ca.Bytes(), cb.Bytes()) {
+		return true
+	}
+	var sa, sb string
+	return json.Unmarshal(a, &sa) == nil && json.Unmarshal(b, &sb) == nil && sa == sb
+}
+
+// shapeOf says in JSON's terms why data did not decode as want: it is not
+// JSON, or it is JSON of another kind. It never repeats encoding/json's
+// Go type names.
+func shapeOf(err error, data []byte, want string) error {
+	kind := jsonKind(data)
+	if _, ok := errors.AsType[*json.SyntaxError](err); ok && kind != "nothing" {
+		return fmt.Errorf("want %s, got invalid JSON: %w", want, err)
+	}
+	return fmt.Errorf("want %s, got %s", want, kind)
+}
+
+// jsonKind names the kind of JSON value data holds, with its article.
+func jsonKind(data []byte) string {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return "nothing"
+	}
+	switch c := data[0]; {
+	case c == '{':
+		return "an object"
+	case c == '[':
+		return "an array"
+	case c == '"':
+		return "a string"
+	case c == 't' || c == 'f':
+		return "a boolean"
+	case c == 'n':
+		return "null"
+	case c == '-' || c >= '0' && c <= '9':
+		return "a number"
+	}
+	return "invalid JSON"
 }
 
 func canonicalType(t string) string {

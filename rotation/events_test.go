@@ -217,6 +217,117 @@ func TestDecodeEvent_Errors(t *testing.T) {
 	}
 }
 
+// Names that fold together with different values make the event
+// undecodable, every time, naming both; with the same value they are one.
+func TestDecodeEvent_FoldedNamesDisagree(t *testing.T) {
+	const a, b = "https://kv1.vault.azure.net/keys/a/v1", "https://kv1.vault.azure.net/keys/b/v1"
+	tests := []struct {
+		name, body, want string
+	}{
+		{"data", eventWithData(rotation.TypeKeyNewVersionCreated, `{"id":"`+b+`","Id":"`+a+`"}`),
+			`decode event "e1": data: has both "Id" and "id", with different values`},
+		{"data, stray space", eventWithData(rotation.TypeKeyNewVersionCreated, `{"Id":"`+a+`"," id ":"`+b+`"}`),
+			`decode event "e1": data: has both " id " and "Id", with different values`},
+		{"envelope", `{"id":"e1","ID":"e2","eventType":"` + rotation.TypeKeyNewVersionCreated + `","data":{"Id":"` + a + `"}}`,
+			`decode event: has both "ID" and "id", with different values`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for range 200 {
+				got, err := rotation.DecodeEvent([]byte(tt.body))
+				if err == nil {
+					t.Fatalf("got %+v, want error %q", got, tt.want)
+				}
+				if err.Error() != tt.want {
+					t.Fatalf("got error %q, want %q", err, tt.want)
+				}
+			}
+		})
+	}
+
+	same := eventWithData(rotation.TypeKeyNewVersionCreated, `{"Id":"`+a+`","id": "`+a+`","ID":"https:\/\/kv1.vault.azure.net\/keys\/a\/v1"}`)
+	got, err := rotation.DecodeEvent([]byte(same))
+	if err != nil {
+		t.Fatalf("same value under three spellings: %v", err)
+	}
+	if got.Key.String() != a {
+		t.Errorf("got key %s, want %s", got.Key, a)
+	}
+}
+
+// The id and type of an undecodable event read the same on every decode.
+func TestDecodeBatch_FoldedNamesDisagree(t *testing.T) {
+	body := `[{"id":"e1","ID":"e2","eventType":"` + rotation.TypeKeyNewVersionCreated +
+		`","EventType":"` + rotation.TypeKeyNearExpiry + `","data":{}},` +
+		`{"id":"e3","Id":"e3","eventType":"` + rotation.TypeKeyNewVersionCreated + `","type":"y","data":{"Id":"nope"}}]`
+	want := []rotation.BadEvent{{Index: 0}, {Index: 1, ID: "e3", Type: rotation.TypeKeyNewVersionCreated}}
+	for range 200 {
+		b, err := rotation.DecodeBatch([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []rotation.BadEvent
+		for _, e := range b.Bad {
+			got = append(got, rotation.BadEvent{Index: e.Index, ID: e.ID, Type: e.Type})
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("bad events (-want +got):\n%s", diff)
+		}
+	}
+}
+
+// Decoding errors say what was wanted and what was found in JSON's terms,
+// never in encoding/json's Go types.
+func TestDecode_ErrorsInJSONTerms(t *testing.T) {
+	typ := rotation.TypeKeyNewVersionCreated
+	exact := map[string]string{
+		`42`:                        "decode event: want a JSON object, got a number",
+		`true`:                      "decode event: want a JSON object, got a boolean",
+		`"x"`:                       "decode event: want a JSON object, got a string",
+		`[1]`:                       "decode event: want a JSON object, got an array",
+		``:                          "decode event: want a JSON object, got nothing",
+		`{"id":`:                    "decode event: want a JSON object, got invalid JSON: unexpected end of JSON input",
+		eventWithData(typ, `[1]`):   `decode event "e1": data: want a JSON object, got an array`,
+		eventWithData(typ, `"42"`):  `decode event "e1": data: want a JSON object, got a number`,
+		eventWithData(typ, `"{x"`):  `decode event "e1": data: want a JSON object, got invalid JSON: invalid character 'x' looking for beginning of object key string`,
+		eventWithData(typ, `false`): `decode event "e1": data: want a JSON object, got a boolean`,
+	}
+	for body, want := range exact {
+		if _, err := rotation.DecodeEvent([]byte(body)); err == nil || err.Error() != want {
+			t.Errorf("DecodeEvent(%s): got error %v, want %q", body, err, want)
+		}
+	}
+
+	bodies := []string{``, `42`, `"x"`, `null`, `true`, `[`, `[1,`, `[1, "x", null, [], {}]`, `{"id":1}`,
+		`{"id":"e1","eventType":5}`, `{"id":"e1","eventType":"` + typ + `","data":5}`,
+		`{"specversion":"1.0","id":"c1","type":"` + typ + `","data_base64":"NDI="}`,
+		`{"specversion":"1.0","id":"c1","type":"` + typ + `","data_base64":"!!"}`,
+		eventWithData(typ, `{"Id":5}`), eventWithData(typ, `{"Id":"x","NBF":[],"EXP":{}}`),
+	}
+	for _, body := range bodies {
+		var errs []error
+		_, err := rotation.DecodeEvent([]byte(body))
+		errs = append(errs, err)
+		_, err = rotation.DecodeEvents([]byte(body))
+		errs = append(errs, err)
+		b, err := rotation.DecodeBatch([]byte(body))
+		errs = append(errs, err)
+		for _, bad := range b.Bad {
+			errs = append(errs, bad.Err)
+		}
+		for _, err := range errs {
+			if err == nil {
+				continue
+			}
+			for _, leak := range []string{"Go value", "json: cannot unmarshal", "json.RawMessage", "map["} {
+				if strings.Contains(err.Error(), leak) {
+					t.Errorf("decoding %s: got error %q, want it in JSON's terms, without %q", body, err, leak)
+				}
+			}
+		}
+	}
+}
+
 func TestDecodeEvents_Batch(t *testing.T) {
 	good := eventWithData(rotation.TypeKeyNewVersionCreated, `{"Id":"https://kv1.vault.azure.net/keys/k1/v1"}`)
 	bad := eventWithData(rotation.TypeKeyNewVersionCreated, `{"Id":"nope"}`)
@@ -232,9 +343,14 @@ func TestDecodeEvents_Batch(t *testing.T) {
 	if got, err := rotation.DecodeEvents([]byte(`[]`)); err != nil || len(got) != 0 {
 		t.Errorf("DecodeEvents([]) = %v, %v; want no events, no error", got, err)
 	}
-	for _, body := range []string{``, `"x"`, `42`, `[1,`} {
-		if _, err := rotation.DecodeEvents([]byte(body)); err == nil {
-			t.Errorf("DecodeEvents(%q): got no error, want one", body)
+	for body, want := range map[string]string{
+		``:    "decode events: want a JSON object or array, got nothing",
+		`"x"`: "decode events: want a JSON object or array, got a string",
+		`42`:  "decode events: want a JSON object or array, got a number",
+		`[1,`: "decode events: want a JSON object or array, got invalid JSON: unexpected end of JSON input",
+	} {
+		if _, err := rotation.DecodeEvents([]byte(body)); err == nil || err.Error() != want {
+			t.Errorf("DecodeEvents(%q): got error %v, want %q", body, err, want)
 		}
 	}
 }
