@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -205,11 +206,62 @@ func TestThrottle(t *testing.T) {
 	})
 }
 
+// ARMDefaultThrottle, run through the buckets: reads pass 250 at once and
+// 25 a second after that, writes 200 and 10 a second.
 func TestThrottle_DefaultPreset(t *testing.T) {
-	want := emulator.Throttle{WriteBurst: 200, WriteRefillPerSec: 10, ReadBurst: 250, ReadRefillPerSec: 25}
-	if emulator.ARMDefaultThrottle != want {
-		t.Errorf("got %+v, want %+v", emulator.ARMDefaultThrottle, want)
+	e := start(t)
+	id, _ := e.PutServer(emulator.ServerSpec{Name: "relay"})
+	tr := inProcess(e)
+	cred := credential(t, e, tr)
+	tests := []struct {
+		kind, method  string
+		burst, refill int
+	}{
+		{"reads", http.MethodGet, 250, 25},
+		{"writes", http.MethodPatch, 200, 10},
 	}
+	synctest.Test(t, func(t *testing.T) {
+		c := armClient(t, e, cred, tr)
+		ctx := context.Background()
+		e.SetThrottle(&emulator.ARMDefaultThrottle)
+		defer e.SetThrottle(nil)
+
+		for _, tt := range tests {
+			header := "x-ms-ratelimit-remaining-subscription-" + tt.kind
+			var body any
+			if tt.method == http.MethodPatch {
+				body = map[string]any{}
+			}
+			// pass sends n requests that must pass, then one that must be
+			// throttled.
+			pass := func(n int) {
+				t.Helper()
+				for i := range n {
+					resp, err := armCall(ctx, c, tt.method, id, body, nil)
+					if err != nil {
+						t.Fatalf("%s %d of %d: %v", tt.kind, i+1, n, err)
+					}
+					if got, want := resp.Header.Get(header), strconv.Itoa(n-i-1); got != want {
+						t.Fatalf("%s %d of %d: got %s %q, want %q", tt.kind, i+1, n, header, got, want)
+					}
+				}
+				resp, err := armCall(ctx, c, tt.method, id, body, nil)
+				if status, code := errorCode(t, err); status != 429 || code != "SubscriptionRequestsThrottled" {
+					t.Fatalf("%s %d: got %d %s, want 429 SubscriptionRequestsThrottled", tt.kind, n+1,
+						status, code)
+				}
+				if got := resp.Header.Get("Retry-After"); got != "1" {
+					t.Errorf("%s %d: got Retry-After %q, want 1", tt.kind, n+1, got)
+				}
+				if got := resp.Header.Get(header); got != "0" {
+					t.Errorf("%s %d: got %s %q, want 0", tt.kind, n+1, header, got)
+				}
+			}
+			pass(tt.burst)
+			time.Sleep(time.Second)
+			pass(tt.refill)
+		}
+	})
 }
 
 func TestFault_ProvisioningState(t *testing.T) {
