@@ -3,16 +3,21 @@ package emulator_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cmkrotator/cmkrotator/emulator"
 )
 
 func TestIdentity_CredentialGetsToken(t *testing.T) {
@@ -108,6 +113,62 @@ func TestIdentity_Protocol(t *testing.T) {
 				body["client_id"] != e.ClientID() || body["access_token"] == "" {
 				t.Errorf("got body %v, want the token response", body)
 			}
+		})
+	}
+}
+
+// A 500 from the identity endpoint is retried by azcore's retry policy
+// inside ManagedIdentityCredential, after a wait, and the token of the
+// second answer is returned; without retries the 500 is the error.
+func TestIdentity_FaultRetried(t *testing.T) {
+	tests := []struct {
+		name       string
+		retry      policy.RetryOptions
+		wantStatus []int // identity requests, in order
+	}{
+		{"default retries", policy.RetryOptions{}, []int{500, 200}},
+		{"no retries", noRetry(), []int{500}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := startUncached(t)
+			t.Setenv("IDENTITY_ENDPOINT", e.IdentityEndpoint())
+			t.Setenv("IDENTITY_HEADER", e.IdentityHeader())
+			cred, err := azidentity.NewManagedIdentityCredential(&azidentity.ManagedIdentityCredentialOptions{
+				ID:            azidentity.ClientID(e.ClientID()),
+				ClientOptions: azcore.ClientOptions{Transport: inProcess(e), Retry: tt.retry},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			synctest.Test(t, func(t *testing.T) {
+				e.InjectFault(emulator.Fault{Service: "identity", Status: 500, Times: 1})
+				start := time.Now()
+				tok, err := cred.GetToken(context.Background(),
+					policy.TokenRequestOptions{Scopes: []string{"https://vault.azure.net/.default"}})
+				waited := time.Since(start)
+
+				var got []int
+				for _, r := range e.Requests() {
+					got = append(got, r.Status)
+				}
+				if diff := cmp.Diff(tt.wantStatus, got); diff != "" {
+					t.Errorf("identity requests mismatch (-want +got):\n%s", diff)
+				}
+				if len(tt.wantStatus) == 1 {
+					var afe *azidentity.AuthenticationFailedError
+					if !errors.As(err, &afe) || afe.RawResponse == nil || afe.RawResponse.StatusCode != 500 {
+						t.Errorf("GetToken: got %v, want an AuthenticationFailedError with status 500", err)
+					}
+					return
+				}
+				if err != nil || tok.Token == "" {
+					t.Fatalf("GetToken: got %v, want a token after the retry", err)
+				}
+				if waited <= 0 {
+					t.Errorf("got the retry after %v, want it after the retry policy's delay", waited)
+				}
+			})
 		})
 	}
 }
