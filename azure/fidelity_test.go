@@ -352,6 +352,11 @@ func TestStatus_KidOnAnotherHost(t *testing.T) {
 	if len(ks.SafeToDisable) != 0 {
 		t.Errorf("got safe to disable %v, want none offered", ks.SafeToDisable)
 	}
+	// Key Vault names that host for the server's version too: no retry
+	// clears that.
+	if s := ks.Servers[0]; s.Retryable || s.Error == "" {
+		t.Errorf("server: got %+v, want a final state with an error", s)
+	}
 }
 
 // TestRotate_UpdateProvisioningFails: a PATCH whose provisioning ends
@@ -457,6 +462,95 @@ func TestRotate_NewerDisabledVersionNeverMovedBack(t *testing.T) {
 			if got, _ := f.emu.ServerKeyURL(f.ids[1]); got != v3.KID {
 				t.Errorf("got key URL %q, want it left on %q", got, v3.KID)
 			}
+		})
+	}
+}
+
+// TestStatus_CurrentVersionUnavailable: when the key's current version
+// cannot be read for a reason a retry will not clear, each server that
+// was read is placed by what was read; only a server whose read failed
+// is unreachable.
+func TestStatus_CurrentVersionUnavailable(t *testing.T) {
+	type state struct {
+		State     string
+		Version   string
+		Retryable bool
+	}
+	tests := []struct {
+		name  string
+		spoil func(t *testing.T, f *fixture) (v2 emulator.KeyVersionInfo)
+		want  func(f *fixture, v2 emulator.KeyVersionInfo) []state
+	}{
+		{"current version disabled", func(t *testing.T, f *fixture) emulator.KeyVersionInfo {
+			v2 := f.newVersion(t)
+			if err := f.emu.SetServerKeyURL(f.ids[0], v2.KID); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.vault.SetEnabled("cmk", v2.Version, false); err != nil {
+				t.Fatal(err)
+			}
+			return v2
+		}, func(f *fixture, v2 emulator.KeyVersionInfo) []state {
+			return []state{
+				{rotation.StateDisabled, v2.Version, false},
+				{rotation.StateLagging, f.v1.Version, false},
+				{rotation.StateUnreachable, "", true},
+			}
+		}},
+		{"key deleted", func(t *testing.T, f *fixture) emulator.KeyVersionInfo {
+			if err := f.vault.DeleteKey("cmk"); err != nil {
+				t.Fatal(err)
+			}
+			return emulator.KeyVersionInfo{}
+		}, func(f *fixture, _ emulator.KeyVersionInfo) []state {
+			return []state{
+				{rotation.StateGone, f.v1.Version, false},
+				{rotation.StateGone, f.v1.Version, false},
+				{rotation.StateUnreachable, "", true},
+			}
+		}},
+		{"current version read refused for good", func(t *testing.T, f *fixture) emulator.KeyVersionInfo {
+			// A 400 on versionless reads only: the servers' version
+			// still reads fine.
+			f.emu.InjectFault(emulator.Fault{Service: "keyvault", Method: http.MethodGet, PathSuffix: "/keys/cmk/",
+				Status: http.StatusBadRequest, Code: "BadParameter"})
+			return emulator.KeyVersionInfo{}
+		}, func(f *fixture, _ emulator.KeyVersionInfo) []state {
+			return []state{
+				{rotation.StateUnknown, f.v1.Version, false},
+				{rotation.StateUnknown, f.v1.Version, false},
+				{rotation.StateUnreachable, "", true},
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t, 3)
+			v2 := tt.spoil(t, f)
+			f.emu.InjectFault(emulator.Fault{Service: "arm", Method: http.MethodGet, PathSuffix: "/relay-3",
+				Status: http.StatusServiceUnavailable})
+
+			synctest.Test(t, func(t *testing.T) {
+				ks := f.rotatorOver(t, transporter(f), nil).Status(t.Context()).Keys[0]
+
+				if ks.Error == "" || ks.Retryable || ks.CurrentVersion != "" {
+					t.Errorf("key: got error %q retryable %v current %q, want a final error and no current version",
+						ks.Error, ks.Retryable, ks.CurrentVersion)
+				}
+				var got []state
+				for _, s := range ks.Servers {
+					got = append(got, state{s.State, s.Version, s.Retryable})
+					if s.State != rotation.StateLagging && s.Error == "" {
+						t.Errorf("%s: got state %s and no error, want one saying what to do", s.ID, s.State)
+					}
+				}
+				if diff := cmp.Diff(tt.want(f, v2), got); diff != "" {
+					t.Errorf("servers mismatch (-want +got):\n%s", diff)
+				}
+				if len(ks.SafeToDisable) != 0 {
+					t.Errorf("got safe to disable %v, want none", ks.SafeToDisable)
+				}
+			})
 		})
 	}
 }

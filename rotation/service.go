@@ -193,6 +193,11 @@ const (
 	// StateUnsettled: on the current version, but its provisioningState
 	// is not Succeeded (an update in flight, or one that failed).
 	StateUnsettled = "unsettled"
+	// StateUnknown: the server was read and its version exists, but the
+	// key's current version could not be read for a reason a retry will
+	// not clear (the key's error says which), so the server cannot be
+	// placed against it.
+	StateUnknown = "unknown"
 )
 
 // Status reads every subscribed key and server within Config.Deadline.
@@ -225,7 +230,7 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 
 	var cache versionCache
 	ks.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers, nil,
-		func(ctx context.Context, id string) ServerStatus { return r.serverStatus(ctx, t.Key, cur, &cache, id) },
+		func(ctx context.Context, id string) ServerStatus { return r.serverStatus(ctx, t.Key, cur, err, &cache, id) },
 		func(id string) ServerStatus {
 			return ServerStatus{ID: id, State: StateUnreachable, Error: "not reached before the deadline", Retryable: true}
 		})
@@ -265,7 +270,10 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 	return ks
 }
 
-func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, cache *versionCache, id string) ServerStatus {
+// serverStatus reads server id and places it against the key's current
+// version cur; curErr is why cur is unknown, when it is.
+func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, curErr error,
+	cache *versionCache, id string) ServerStatus {
 	st := ServerStatus{ID: id}
 	s, err := r.cfg.Servers.Get(ctx, id)
 	switch {
@@ -299,9 +307,7 @@ func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, 
 	}
 	st.Version = ref.Version
 	if cur.Ref.Version == "" {
-		st.State, st.Retryable = StateUnreachable, true // the key's own error says more
-		st.Error = "current version unknown"
-		return st
+		return r.withoutCurrent(ctx, st, ref, curErr, cache)
 	}
 	if strings.EqualFold(ref.Version, cur.Ref.Version) {
 		st.State = StateCurrent
@@ -314,20 +320,61 @@ func (r *Rotator) serverStatus(ctx context.Context, key KeyRef, cur KeyVersion, 
 	st.State = StateLagging
 	v, err := cache.get(ctx, r.cfg.Keys, ref)
 	switch {
-	case err == nil && v == nil:
-		st.State = StateGone
-		st.Error = "version " + ref.Version + " no longer exists in the key vault (key deleted or recreated); " +
-			"restore the key or move the server by hand"
-	case err == nil && !v.Enabled:
-		st.State = StateDisabled
-		st.Error = "version " + ref.Version + " is disabled: the server cannot use its key, and Fluid Relay " +
-			"refuses to move it until the version is enabled again"
-	case err == nil && !v.Expires.IsZero() && !time.Now().Before(v.Expires):
-		st.State = StateExpired
-		st.Error = "version " + ref.Version + " expired at " + v.Expires.UTC().Format(time.RFC3339) +
-			": extend its expiry, then rotate"
-	case err == nil && Newer(*v, cur, cur.Ref.Version):
+	case err != nil:
+	case blocked(&st, ref, v):
+	case Newer(*v, cur, cur.Ref.Version):
 		st.State = StateAhead
 	}
 	return st
+}
+
+// withoutCurrent places a server on version ref of the key when the
+// key's current version could not be read (curErr says why). Only a
+// failed read is unreachable: the server's own version, when it is gone,
+// disabled or expired, says what a person must do; one that is usable
+// is lagging behind a disabled current version (the newest, as Key Vault
+// calls current the version created last); otherwise it is unknown.
+func (r *Rotator) withoutCurrent(ctx context.Context, st ServerStatus, ref KeyRef, curErr error,
+	cache *versionCache) ServerStatus {
+	if retryable(curErr) {
+		st.State, st.Retryable = StateUnreachable, true
+		st.Error = "current version unknown: reading it failed, and a retry may succeed"
+		return st
+	}
+	v, err := cache.get(ctx, r.cfg.Keys, ref)
+	switch {
+	case err != nil:
+		st.State, st.Error, st.Retryable = StateUnreachable, "read version "+ref.Version+": "+err.Error(), retryable(err)
+	case blocked(&st, ref, v):
+	case errors.Is(curErr, ErrDisabled):
+		st.State = StateLagging
+	default:
+		st.State = StateUnknown
+		st.Error = "version " + ref.Version + " exists, but the key's current version could not be read; " +
+			"see the key's error"
+	}
+	return st
+}
+
+// blocked sets st's state and error when the server's version ref, as the
+// vault describes it (v, nil when it does not exist), keeps Fluid Relay
+// from moving the server, and reports whether it does.
+func blocked(st *ServerStatus, ref KeyRef, v *KeyVersion) bool {
+	switch {
+	case v == nil:
+		st.State = StateGone
+		st.Error = "version " + ref.Version + " no longer exists in the key vault (key deleted or recreated); " +
+			"restore the key or move the server by hand"
+	case !v.Enabled:
+		st.State = StateDisabled
+		st.Error = "version " + ref.Version + " is disabled: the server cannot use its key, and Fluid Relay " +
+			"refuses to move it until the version is enabled again"
+	case !v.Expires.IsZero() && !time.Now().Before(v.Expires):
+		st.State = StateExpired
+		st.Error = "version " + ref.Version + " expired at " + v.Expires.UTC().Format(time.RFC3339) +
+			": extend its expiry, then rotate"
+	default:
+		return false
+	}
+	return true
 }
