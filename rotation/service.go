@@ -230,7 +230,9 @@ func (r *Rotator) keyStatus(ctx context.Context, t Target) KeyStatus {
 
 	var cache versionCache
 	ks.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers, nil,
-		func(ctx context.Context, id string) ServerStatus { return r.serverStatus(ctx, t.Key, cur, err, &cache, id) },
+		func(ctx context.Context, id string) ServerStatus {
+			return r.serverStatus(ctx, t.Key, cur, err, &cache, id)
+		},
 		func(id string) ServerStatus {
 			return ServerStatus{ID: id, State: StateUnreachable, Error: "not reached before the deadline", Retryable: true}
 		})
