@@ -765,8 +765,9 @@ func (e *Emulator) resolveKey(raw, prefix string) (*keyVersion, *armError) {
 	}
 	// A query, a fragment (even an empty "?" or "#") or user info makes
 	// it something other than a key identifier.
-	if err != nil || u.Scheme != "https" || u.Host == "" || strings.ContainsAny(raw, "?#") ||
-		u.User != nil || len(segs) < 2 || len(segs) > 3 || !strings.EqualFold(segs[0], "keys") || segs[1] == "" {
+	if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil ||
+		strings.ContainsAny(raw, "?#") || len(segs) < 2 || len(segs) > 3 ||
+		!strings.EqualFold(segs[0], "keys") || segs[1] == "" {
 		if prefix != "" {
 			return nil, badRequest(prefix+"KeyVersionNotFound", "The key URL in use, '%s', is "+
 				"not a Key Vault key URL.", raw)
