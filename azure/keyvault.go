@@ -34,8 +34,9 @@ type KeyVault struct {
 var _ rotation.Keys = (*KeyVault)(nil)
 
 // NewKeyVault returns a KeyVault that authenticates with cred. The
-// challenge's resource check is skipped only for loopback vault hosts
-// (emulators), never for Azure.
+// challenge's resource check is skipped only for vault hosts that are
+// loopback addresses (rotation.IsLoopbackHost: emulators), never for a
+// DNS name other than localhost.
 func NewKeyVault(cred azcore.TokenCredential, opts *KeyVaultOptions) *KeyVault {
 	kv := &KeyVault{cred: cred, clients: make(map[string]*azkeys.Client)}
 	if opts != nil {
