@@ -247,6 +247,45 @@ func TestHandleEvents_VersionlessIDResolvesToCurrent(t *testing.T) {
 	}
 }
 
+// An event naming a version Key Vault does not have still triggers a
+// rotation to the current version, and the report and a warning say so.
+func TestHandleEvents_UnknownVersionNamed(t *testing.T) {
+	f := setup(t, 2)
+	v2 := f.newVersion(t)
+	const missing = "0123456789abcdef0123456789abcdef"
+	var logs strings.Builder
+	r := f.rotator(t, func(c *rotation.Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(&syncWriter{w: &logs}, nil))
+	})
+	ghost := emulator.KeyVersionInfo{KID: f.key.WithVersion(missing).String(), Name: "cmk", Version: missing}
+
+	res := r.HandleEvents(t.Context(), []rotation.Event{f.event(t, ghost)})
+
+	rep := res[0].Report
+	if rep == nil || rep.TargetVersion != v2.Version || !rep.OK() {
+		t.Fatalf("got report %+v, want the servers rotated to the current version %s", rep, v2.Version)
+	}
+	want := []string{"the event's version " + missing + " was not found in Key Vault; the target is the current version " + v2.Version}
+	if diff := cmp.Diff(want, rep.Notes); diff != "" {
+		t.Errorf("notes mismatch (-want +got):\n%s", diff)
+	}
+	var warned bool
+	for line := range strings.Lines(logs.String()) {
+		if strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, "not found in Key Vault") &&
+			strings.Contains(line, `"key_version":"`+missing+`"`) && strings.Contains(line, `"target_version":"`+v2.Version+`"`) {
+			warned = true
+		}
+	}
+	if !warned {
+		t.Errorf("got logs\n%s\nwant a warning naming version %s and the target %s", logs.String(), missing, v2.Version)
+	}
+	for _, id := range f.ids {
+		if got, _ := f.emu.ServerKeyURL(id); got != v2.KID {
+			t.Errorf("%s: got key URL %q, want %q", id, got, v2.KID)
+		}
+	}
+}
+
 func TestHandleEvents_UnsubscribedKeysTouchNothing(t *testing.T) {
 	f := setup(t, 2)
 	other := f.emu.AddVault("kv2")

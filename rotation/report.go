@@ -44,6 +44,12 @@ type Report struct {
 	// (rotated, current, skipped, or failed for good).
 	Retryable bool `json:"retryable"`
 
+	// Notes tell a person what the rotation did other than asked,
+	// though nothing failed: an event's version that Key Vault does not
+	// know, so that the target is the current version instead. Nil when
+	// there is nothing to tell.
+	Notes []string `json:"notes,omitempty"`
+
 	// RetryAfter is how long Azure asked the caller to wait before trying
 	// again, when it did; zero otherwise.
 	RetryAfter time.Duration `json:"-"`

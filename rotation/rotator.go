@@ -142,6 +142,7 @@ func (r *Rotator) Rotate(ctx context.Context, req Request) Report {
 }
 
 func (rep Report) clone() Report {
+	rep.Notes = slices.Clone(rep.Notes)
 	rep.Servers = append([]ServerResult(nil), rep.Servers...)
 	if rep.Servers == nil {
 		rep.Servers = []ServerResult{}
@@ -158,6 +159,7 @@ type plan struct {
 	dryRun     bool
 	trust      bool // an event's rotation: a recent confirmation may stand in for a read it has no budget for
 	now        time.Time
+	notes      []string // for Report.Notes
 
 	prev      versionCache
 	throttled atomic.Pointer[RetryAfterError] // set once Resource Manager asks to wait past the deadline
@@ -196,7 +198,7 @@ func (r *Rotator) rotate(ctx context.Context, t Target, req Request) Report {
 			"retryable", rep.Retryable, "err", err)
 		return rep
 	}
-	rep.TargetVersion = p.target.Ref.Version
+	rep.TargetVersion, rep.Notes = p.target.Ref.Version, p.notes
 
 	rep.Servers = fanOut(ctx, r.cfg.Concurrency, t.Servers, r.schedule(p, t.Servers),
 		func(ctx context.Context, id string) ServerResult { return r.server(ctx, p, id) },
@@ -223,6 +225,7 @@ func (r *Rotator) resolve(ctx context.Context, key KeyRef, req Request) (*plan, 
 	p := &plan{key: key, target: cur, current: cur.Ref.Version, allowOlder: req.AllowOlder,
 		dryRun: req.DryRun, trust: !req.Manual && req.Key.Version != "", now: time.Now()}
 
+	var missing []string
 	for _, v := range req.versions() {
 		if strings.EqualFold(v, cur.Ref.Version) {
 			continue
@@ -235,10 +238,25 @@ func (r *Rotator) resolve(ctx context.Context, key KeyRef, req Request) (*plan, 
 			return nil, fmt.Errorf("refuse target %s: %w", v, err)
 		case err != nil && (req.Manual || retryable(err)):
 			return nil, fmt.Errorf("read version %s: %w", v, err)
+		case errors.Is(err, ErrNotFound):
+			// An event is a trigger: the current version still stands.
+			missing = append(missing, v)
 		}
 	}
 	if err := CheckTarget(p.target, p.now); err != nil {
 		return nil, fmt.Errorf("refuse target of %s: %w", key, targetError{err})
+	}
+	for _, v := range missing {
+		note := "the event's version " + v + " was not found in Key Vault; the target is "
+		if strings.EqualFold(p.target.Ref.Version, cur.Ref.Version) {
+			note += "the current version " + cur.Ref.Version
+		} else {
+			note += p.target.Ref.Version + ", the newest of the current and the events' versions"
+		}
+		p.notes = append(p.notes, note)
+		r.log.WarnContext(ctx, "event's key version not found in Key Vault; rotating to the target instead",
+			"key_name", key.Name, "key_version", v, "current_version", cur.Ref.Version,
+			"target_version", p.target.Ref.Version)
 	}
 	return p, nil
 }
