@@ -9,9 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"sync"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/messaging"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/messaging/eventgrid/aznamespaces"
@@ -29,6 +31,9 @@ const (
 	// Receive failures back off from 1 s to a minute.
 	pullBackoffFirst = time.Second
 	pullBackoffMax   = time.Minute
+	// With Once, a receive that failed in a way a retry could fix is
+	// tried this often in all before the pull gives up.
+	pullOnceAttempts = 3
 	// A settlement gets this long after an interrupt, so that shutdown
 	// never waits on Event Grid for ever; an event left unsettled comes
 	// back when its lock expires.
@@ -42,8 +47,9 @@ type PullOptions struct {
 	RenewEvery time.Duration // lock renewal period while events are worked on; zero: 20 s (under the 60 s default lock)
 
 	// Once drains the subscription and returns: it stops after a
-	// receive that brings fewer than MaxEvents events, and returns
-	// receive errors instead of retrying them.
+	// receive that brings fewer than MaxEvents events, and returns a
+	// receive error once pullOnceAttempts receives failed in a row
+	// (at once when no retry could help) instead of retrying for ever.
 	Once bool
 
 	// DryRun receives once, has h decide (h must write nothing itself,
@@ -83,26 +89,42 @@ type PullSummary struct {
 // is ever acknowledged.
 //
 // Pull runs until ctx ends (then it returns nil), or with Once until the
-// subscription is drained.
+// subscription is drained. A receive refused for want of permission
+// (401, 403) is retried like any other failure, for a new role
+// assignment takes minutes to apply, with an error logged each time that
+// names the role wanted; the pull stops for good only when the topic or
+// subscription does not exist.
 func Pull(ctx context.Context, r *aznamespaces.ReceiverClient, h EventHandler, opts PullOptions) (PullSummary, error) {
 	opts = opts.withDefaults()
 	var sum PullSummary
-	backoff := pullBackoffFirst
+	backoff, failures := pullBackoffFirst, 0
 	for ctx.Err() == nil {
 		resp, err := r.ReceiveEvents(ctx, &aznamespaces.ReceiveEventsOptions{
 			MaxEvents:   to.Ptr(int32(opts.MaxEvents)),
 			MaxWaitTime: to.Ptr(int32(opts.MaxWait / time.Second)),
 		})
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return sum, nil
-		case err != nil && opts.Once:
-			return sum, classify("receive events", err)
-		case err != nil && errors.Is(classify("", err), rotation.ErrNotFound):
-			return sum, classify("receive events", err)
-		case err != nil:
+		}
+		if err != nil {
+			err = receiveError(err)
+			failures++
+			switch {
+			case errors.Is(err, rotation.ErrNotFound):
+				return sum, err
+			case opts.Once && (failures >= pullOnceAttempts || !errors.Is(err, rotation.ErrRetryable)):
+				return sum, err
+			}
 			wait := backoff/2 + rand.N(backoff/2+1)
-			opts.Logger.ErrorContext(ctx, "receive failed; retrying", "retry_in", wait, "err", classify("receive events", err))
+			msg := "receive failed; retrying"
+			switch {
+			case errors.Is(err, errReceiveForbidden):
+				msg = "receive refused: " + errReceiveForbidden.Error() + "; retrying"
+			case errors.Is(err, errReceiveUnauthorized):
+				msg = "receive refused: " + errReceiveUnauthorized.Error() + "; retrying"
+			}
+			opts.Logger.ErrorContext(ctx, msg, "retry_in", wait,
+				"next_retry", time.Now().Add(wait).UTC().Format(time.RFC3339), "failures", failures, "err", err)
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
@@ -110,7 +132,7 @@ func Pull(ctx context.Context, r *aznamespaces.ReceiverClient, h EventHandler, o
 			backoff = min(2*backoff, pullBackoffMax)
 			continue
 		}
-		backoff = pullBackoffFirst
+		backoff, failures = pullBackoffFirst, 0
 		sum.Receives++
 		sum.Received += len(resp.Details)
 		if len(resp.Details) > 0 {
@@ -124,6 +146,38 @@ func Pull(ctx context.Context, r *aznamespaces.ReceiverClient, h EventHandler, o
 		}
 	}
 	return sum, nil
+}
+
+// Why Event Grid refuses a receive.
+var (
+	errReceiveForbidden = errors.New("the identity needs the EventGrid Data Receiver role on the namespace " +
+		"topic subscription (a new role assignment can take minutes to apply)")
+	errReceiveUnauthorized = errors.New("the credential was refused: a wrong access key, or a token " +
+		"Event Grid does not take")
+)
+
+// receiveError classifies a receive failure. A refusal (401, 403) says
+// what is wanted, and is retryable whatever else says, for permissions
+// propagate.
+func receiveError(err error) error {
+	cerr := classify("receive events", err)
+	re, ok := errors.AsType[*azcore.ResponseError](err)
+	if !ok {
+		return cerr
+	}
+	var why error
+	switch re.StatusCode {
+	case http.StatusForbidden:
+		why = errReceiveForbidden
+	case http.StatusUnauthorized:
+		why = errReceiveUnauthorized
+	default:
+		return cerr
+	}
+	if !errors.Is(cerr, rotation.ErrRetryable) {
+		cerr = fmt.Errorf("%w: %w", rotation.ErrRetryable, cerr)
+	}
+	return fmt.Errorf("%w: %w", cerr, why)
 }
 
 func (o PullOptions) withDefaults() PullOptions {

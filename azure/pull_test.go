@@ -2,7 +2,9 @@ package azure_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -280,6 +282,94 @@ func TestPull_SettlementFailureDoesNotStopThePull(t *testing.T) {
 				settledNow := len(sub.Acknowledged()) + len(sub.DeadLetters())
 				if settledNow != 1 {
 					t.Errorf("got %d events settled, want 1", settledNow)
+				}
+			})
+		})
+	}
+}
+
+// TestPull_RefusedReceive: a receive refused for want of permission is
+// retried, for a role assignment takes minutes to apply, with an error
+// naming the role; with Once it is given up after a few tries, as
+// retryable.
+func TestPull_RefusedReceive(t *testing.T) {
+	receives := func(srv *eventgrid.Server) int {
+		n := 0
+		for _, r := range srv.Requests() {
+			if r.Operation == eventgrid.OpReceive {
+				n++
+			}
+		}
+		return n
+	}
+
+	t.Run("retried until allowed", func(t *testing.T) {
+		f := setup(t, 1)
+		v2 := f.newVersion(t)
+		synctest.Test(t, func(t *testing.T) {
+			topic, sub, receiver, srv := namespace(t, true, eventgrid.SubscriptionOptions{})
+			srv.InjectFault(eventgrid.Fault{Operation: eventgrid.OpReceive, Status: http.StatusForbidden, Times: 3})
+			if err := topic.Publish(cloudEvent(t, f.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, v2, "kv1"))); err != nil {
+				t.Fatal(err)
+			}
+			var logs bytes.Buffer
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+
+			sum, err := azure.Pull(ctx, receiver, f.rotatorOver(t, transporter(f), nil), azure.PullOptions{
+				Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+				Progress: func(s azure.PullSummary) {
+					if s.Acknowledged > 0 {
+						cancel()
+					}
+				}})
+
+			if err != nil || sum.Acknowledged != 1 || len(sub.Acknowledged()) != 1 {
+				t.Errorf("got %+v, %v; want the event acknowledged once the receive was allowed", sum, err)
+			}
+			const want = `level=ERROR msg="receive refused: the identity needs the EventGrid Data Receiver role on the namespace topic subscription`
+			if n := strings.Count(logs.String(), want); n != 3 || !strings.Contains(logs.String(), "retry_in=") ||
+				!strings.Contains(logs.String(), "next_retry=") {
+				t.Errorf("got logs\n%s\nwant %q three times, with retry_in and next_retry", logs.String(), want)
+			}
+		})
+	})
+
+	for _, tt := range []struct {
+		name   string
+		key    string
+		status int
+		want   string
+	}{
+		{"once gives up on 403", eventgrid.DefaultKey, http.StatusForbidden, "EventGrid Data Receiver role"},
+		{"once gives up on a wrong key", "d3Jvbmc=", 0, "the credential was refused"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := setup(t, 1)
+			synctest.Test(t, func(t *testing.T) {
+				srv, err := eventgrid.Start(eventgrid.Options{InProcess: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer srv.Close()
+				srv.AddNamespaceTopic("keys").AddSubscription("rotator", eventgrid.SubscriptionOptions{})
+				if tt.status != 0 {
+					srv.InjectFault(eventgrid.Fault{Operation: eventgrid.OpReceive, Status: tt.status})
+				}
+				receiver, err := aznamespaces.NewReceiverClientWithSharedKeyCredential(srv.URL(), "keys", "rotator",
+					azcore.NewKeyCredential(tt.key), &aznamespaces.ReceiverClientOptions{
+						ClientOptions: azcore.ClientOptions{Transport: &http.Client{Transport: srv.InProcessTransport()}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+
+				_, err = azure.Pull(t.Context(), receiver, f.rotatorOver(t, transporter(f), nil), azure.PullOptions{Once: true})
+
+				if !errors.Is(err, rotation.ErrRetryable) || !strings.Contains(err.Error(), tt.want) {
+					t.Errorf("got %v, want a retryable error saying %q", err, tt.want)
+				}
+				if n := receives(srv); n != 3 {
+					t.Errorf("got %d receives, want 3 before giving up", n)
 				}
 			})
 		})
