@@ -50,15 +50,16 @@ type ReplayOptions struct {
 
 // ReplaySummary counts what a replay did.
 type ReplaySummary struct {
-	Blobs      int `json:"blobs"`      // listed under the prefix
-	TooOld     int `json:"tooOld"`     // skipped: before ReplayOptions.Since
-	Done       int `json:"done"`       // skipped: marked done by an earlier run
-	Replayed   int `json:"replayed"`   // every event ended final; marked (unless a dry run)
-	Unfinished int `json:"unfinished"` // left unmarked: an event could succeed on a later run
-	Events     int `json:"events"`     // events decoded from the replayed blobs
-	Poison     int `json:"poison"`     // events that could not be decoded
+	Blobs      int `json:"blobs"`          // listed under the prefix
+	TooOld     int `json:"tooOld"`         // skipped: before ReplayOptions.Since
+	Done       int `json:"done"`           // skipped: marked done by an earlier run
+	Replayed   int `json:"replayed"`       // every event ended final; marked (unless a dry run)
+	Unfinished int `json:"unfinished"`     // left unmarked: an event could succeed on a later run
+	Events     int `json:"events"`         // events decoded from the replayed blobs
+	Poison     int `json:"poison"`         // events that could not be decoded
+	Sent       int `json:"sent,omitempty"` // events Event Grid accepted (Republish; in a dry run, would be sent)
 
-	// Results has one entry per blob processed, in order.
+	// Results has one entry per blob processed, in order; never nil.
 	Results []BlobResult `json:"results"`
 }
 
@@ -68,6 +69,7 @@ type BlobResult struct {
 	Outcome string                 `json:"outcome,omitempty"` // the Outcome* recorded; empty when unfinished
 	Marked  bool                   `json:"marked"`
 	Poison  int                    `json:"poison,omitempty"`
+	Sent    int                    `json:"sent,omitempty"`  // events Event Grid accepted (Republish)
 	Error   string                 `json:"error,omitempty"` // reading or marking failed
 	Events  []rotation.EventResult `json:"events"`
 }
@@ -93,7 +95,7 @@ func (d *DeadLetters) Replay(ctx context.Context, h EventHandler, opts ReplayOpt
 		opts.Batch = ReplayBatch
 	}
 
-	var sum ReplaySummary
+	sum := ReplaySummary{Results: []BlobResult{}}
 	blobs, err := d.List(ctx)
 	if err != nil {
 		return sum, err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -24,41 +25,120 @@ const maxPublishBatch = 512 << 10
 var deadLetterFields = []string{"deadletterreason", "deliveryattempts", "lastdeliveryoutcome",
 	"publishtime", "lastdeliveryattempttime", "metadataversion", "topic"}
 
+// ErrNotEvents means saved data is not a JSON object or an array of
+// them: there is no event to send.
+var ErrNotEvents = errors.New("want a JSON object or an array of events")
+
+// ErrMixedSchemas means saved events are of both schemas, which no one
+// topic takes; none of them was sent.
+var ErrMixedSchemas = errors.New("events of both schemas")
+
+// RepublishOptions configures Republish. Nil is the zero value.
+type RepublishOptions struct {
+	DryRun bool         // decode and count, send nothing
+	Logger *slog.Logger // nil: discard
+}
+
+// RepublishResult is what Republish did with saved events.
+type RepublishResult struct {
+	Events int    `json:"events"`           // in the data
+	Schema string `json:"schema,omitempty"` // of those that can be sent: rotation.SchemaEventGrid or SchemaCloudEvents
+	Sent   int    `json:"sent"`             // accepted by Event Grid; in a dry run, those that would be sent
+
+	// Undecodable are the events not sent because Event Grid would
+	// refuse them (not an object, no id, no type, no subject, a time
+	// that does not parse); the others are sent without them.
+	Undecodable []UnsentEvent `json:"undecodable"`
+}
+
+// UnsentEvent is a saved event Republish leaves out.
+type UnsentEvent struct {
+	Index  int    `json:"index"` // its place in the data
+	ID     string `json:"id,omitempty"`
+	Reason string `json:"reason"`
+}
+
 // Republish sends saved events (a JSON array or one object, as a
 // dead-letter blob holds them) to an Event Grid custom topic, so that
 // they go through the normal delivery path again. Events in the Event
 // Grid schema are sent with PublishEvents, without the dead-letter
 // metadata and without "topic", which Event Grid sets itself and refuses
 // when it names another resource; CloudEvents are sent with
-// PublishCloudEvents. It returns how many events were sent; on an error
-// the events of earlier requests were sent and the rest were not.
-func Republish(ctx context.Context, c *azeventgrid.Client, data []byte) (int, error) {
-	grid, cloud, err := splitSchemas(data)
+// PublishCloudEvents.
+//
+// A topic takes one schema, so events of both are refused before any is
+// sent. Events that Event Grid would refuse are left out and listed in
+// the result; the others are sent in requests under Event Grid's size
+// limit. On an error from Event Grid the events of earlier requests were
+// sent and the rest were not (the error says how many): sending them
+// again is harmless, for a rotation repeats as a no-op.
+func Republish(ctx context.Context, c *azeventgrid.Client, data []byte, opts *RepublishOptions) (RepublishResult, error) {
+	var o RepublishOptions
+	if opts != nil {
+		o = *opts
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	saved, err := decodeSaved(data)
+	res := saved.result()
 	if err != nil {
-		return 0, err
+		return res, err
 	}
-	sent := 0
-	for _, b := range batches(len(grid), func(i int) int { return grid[i].size }) {
-		events := make([]azeventgrid.Event, 0, b[1]-b[0])
-		for _, e := range grid[b[0]:b[1]] {
-			events = append(events, e.grid)
-		}
-		if _, err := c.PublishEvents(ctx, events, nil); err != nil {
-			return sent, classify("publish events", err)
-		}
-		sent += len(events)
+	for _, u := range res.Undecodable {
+		log.ErrorContext(ctx, "saved event not sent: Event Grid would refuse it", "index", u.Index,
+			"event_id", u.ID, "err", u.Reason)
 	}
-	for _, b := range batches(len(cloud), func(i int) int { return cloud[i].size }) {
-		events := make([]messaging.CloudEvent, 0, b[1]-b[0])
-		for _, e := range cloud[b[0]:b[1]] {
-			events = append(events, e.cloud)
-		}
-		if _, err := c.PublishCloudEvents(ctx, events, nil); err != nil {
-			return sent, classify("publish cloud events", err)
-		}
-		sent += len(events)
+	if o.DryRun {
+		res.Sent = len(saved.out)
+		return res, nil
 	}
-	return sent, nil
+	total := len(saved.out)
+	for _, b := range batches(total, func(i int) int { return saved.out[i].size }) {
+		part := saved.out[b[0]:b[1]]
+		var err error
+		if saved.schema == rotation.SchemaCloudEvents {
+			events := make([]messaging.CloudEvent, 0, len(part))
+			for _, e := range part {
+				events = append(events, e.cloud)
+			}
+			_, err = c.PublishCloudEvents(ctx, events, nil)
+		} else {
+			events := make([]azeventgrid.Event, 0, len(part))
+			for _, e := range part {
+				events = append(events, e.grid)
+			}
+			_, err = c.PublishEvents(ctx, events, nil)
+		}
+		if err != nil {
+			op := fmt.Sprintf("publish %s events: none of %d sent", saved.schema, total)
+			if res.Sent > 0 {
+				op = fmt.Sprintf("publish %s events: %d of %d sent, the rest not", saved.schema, res.Sent, total)
+			}
+			return res, classify(op, err)
+		}
+		res.Sent += len(part)
+		log.DebugContext(ctx, "events published", "schema", saved.schema, "events", len(part),
+			"sent", res.Sent, "of", total)
+	}
+	return res, nil
+}
+
+// saved is saved events decoded for sending.
+type saved struct {
+	events int        // in the data
+	schema string     // of out
+	out    []outgoing // those that can be sent, in order
+	bad    []UnsentEvent
+}
+
+func (s saved) result() RepublishResult {
+	bad := s.bad
+	if bad == nil {
+		bad = []UnsentEvent{}
+	}
+	return RepublishResult{Events: s.events, Schema: s.schema, Undecodable: bad}
 }
 
 type outgoing struct {
@@ -67,45 +147,70 @@ type outgoing struct {
 	size  int
 }
 
-// splitSchemas decodes saved events into the two schemas.
-func splitSchemas(data []byte) (grid, cloud []outgoing, err error) {
+// decodeSaved decodes saved events for sending, one event at a time so
+// that an event Event Grid would refuse costs only itself. It fails when
+// data holds no JSON object or array (ErrNotEvents), or events of both
+// schemas.
+func decodeSaved(data []byte) (saved, error) {
 	data = bytes.TrimSpace(data)
 	var raws []json.RawMessage
 	if len(data) > 0 && data[0] == '{' {
+		if !json.Valid(data) {
+			return saved{}, fmt.Errorf("decode saved events: %w", ErrNotEvents)
+		}
 		raws = []json.RawMessage{data}
 	} else if err := json.Unmarshal(data, &raws); err != nil {
-		return nil, nil, fmt.Errorf("decode saved events: want a JSON object or array: %w", err)
+		return saved{}, fmt.Errorf("decode saved events: %w: %w", ErrNotEvents, err)
 	}
-	var errs []error
+	s := saved{events: len(raws)}
+	var grid, cloud []outgoing
 	for i, raw := range raws {
 		m, err := lowerFields(raw)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("event %d: %w", i, err))
-			continue
-		}
-		for _, k := range deadLetterFields {
-			delete(m, k)
-		}
-		if _, ok := m["specversion"]; ok {
-			ce, err := cloudEventOf(m)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("event %d: %w", i, err))
-				continue
+		if err == nil {
+			for _, k := range deadLetterFields {
+				delete(m, k)
 			}
-			cloud = append(cloud, outgoing{cloud: ce, size: len(raw)})
-			continue
+			if _, ok := m["specversion"]; ok {
+				var ce messaging.CloudEvent
+				if ce, err = cloudEventOf(m); err == nil {
+					cloud = append(cloud, outgoing{cloud: ce, size: len(raw)})
+					continue
+				}
+			} else {
+				var ge azeventgrid.Event
+				if ge, err = gridEventOf(m); err == nil {
+					grid = append(grid, outgoing{grid: ge, size: len(raw)})
+					continue
+				}
+			}
 		}
-		ge, err := gridEventOf(m)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("event %d: %w", i, err))
-			continue
-		}
-		grid = append(grid, outgoing{grid: ge, size: len(raw)})
+		id, _ := envelopeID(raw)
+		s.bad = append(s.bad, UnsentEvent{Index: i, ID: id, Reason: err.Error()})
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, nil, fmt.Errorf("decode saved events: %w", err)
+	switch {
+	case len(grid) > 0 && len(cloud) > 0:
+		return s, fmt.Errorf("decode saved events: %w, %d in the Event Grid schema and %d CloudEvents, "+
+			"but a topic takes one schema: nothing sent; republish each schema to a topic of its own",
+			ErrMixedSchemas, len(grid), len(cloud))
+	case len(cloud) > 0:
+		s.schema, s.out = rotation.SchemaCloudEvents, cloud
+	case len(grid) > 0:
+		s.schema, s.out = rotation.SchemaEventGrid, grid
 	}
-	return grid, cloud, nil
+	return s, nil
+}
+
+// envelopeID is an event's id, in any case, when it has a string one.
+func envelopeID(raw json.RawMessage) (string, bool) {
+	m, err := lowerFields(raw)
+	if err != nil {
+		return "", false
+	}
+	var id string
+	if json.Unmarshal(m["id"], &id) != nil {
+		return "", false
+	}
+	return id, true
 }
 
 // lowerFields decodes an object with its member names in lower case.
@@ -121,6 +226,9 @@ func lowerFields(raw json.RawMessage) (map[string]json.RawMessage, error) {
 	return out, nil
 }
 
+// gridEventOf builds an event in the Event Grid schema. Event Grid
+// requires id, eventType, subject and eventTime; dataVersion it stamps
+// empty when missing, so a missing one is sent empty.
 func gridEventOf(m map[string]json.RawMessage) (azeventgrid.Event, error) {
 	var e azeventgrid.Event
 	for _, f := range []struct {
@@ -128,7 +236,7 @@ func gridEventOf(m map[string]json.RawMessage) (azeventgrid.Event, error) {
 		dst  **string
 	}{{"id", &e.ID}, {"eventtype", &e.EventType}, {"subject", &e.Subject}, {"dataversion", &e.DataVersion}} {
 		var s string
-		if raw, ok := m[f.name]; ok {
+		if raw, ok := m[f.name]; ok && string(raw) != "null" {
 			if err := json.Unmarshal(raw, &s); err != nil {
 				return e, fmt.Errorf("%s: want a string", f.name)
 			}
@@ -137,6 +245,15 @@ func gridEventOf(m map[string]json.RawMessage) (azeventgrid.Event, error) {
 	}
 	if *e.ID == "" || *e.EventType == "" {
 		return e, errors.New("want an Event Grid event with id and eventType")
+	}
+	if *e.Subject == "" {
+		// Key Vault's subject is the object's name, which its data
+		// repeats.
+		name := objectName(m["data"])
+		if name == "" {
+			return e, errors.New("no subject, which Event Grid requires, and no data.ObjectName to take it from")
+		}
+		e.Subject = &name
 	}
 	t := time.Now().UTC()
 	if raw, ok := m["eventtime"]; ok {
@@ -150,6 +267,18 @@ func gridEventOf(m map[string]json.RawMessage) (azeventgrid.Event, error) {
 		e.Data = json.RawMessage("null")
 	}
 	return e, nil
+}
+
+// objectName is the ObjectName member of Key Vault event data, matched
+// in any case; "" when there is none.
+func objectName(data json.RawMessage) string {
+	m, err := lowerFields(data)
+	if err != nil {
+		return ""
+	}
+	var name string
+	_ = json.Unmarshal(m["objectname"], &name)
+	return strings.TrimSpace(name)
 }
 
 func cloudEventOf(m map[string]json.RawMessage) (messaging.CloudEvent, error) {
@@ -188,12 +317,21 @@ func batches(n int, size func(int) int) [][2]int {
 }
 
 // Republish sends the events of every unmarked dead-letter blob to an
-// Event Grid custom topic through c and marks each blob done (outcome
-// OutcomeRepublished) once Event Grid accepted all of its events. A blob
-// that cannot be decoded is left unmarked. opts.Since, DryRun (nothing
-// sent, nothing marked), Again, Progress and Logger apply as for Replay.
+// Event Grid custom topic through c and marks each blob done once Event
+// Grid accepted the events of it that can be sent: OutcomeRepublished,
+// or OutcomeUndecodable (with the counts) when some or all of its events
+// could not be. A blob whose events Event Grid refused, in part or whole,
+// is left unmarked, and a later run sends all of it again; so is a blob
+// with events of both schemas, which no one topic takes (Event Grid
+// writes one subscription's events, of one schema, to a blob).
+// opts.Since, DryRun (nothing sent, nothing marked), Again, Progress and
+// Logger apply as for Replay.
 func (d *DeadLetters) Republish(ctx context.Context, c *azeventgrid.Client, opts ReplayOptions) (ReplaySummary, error) {
-	var sum ReplaySummary
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sum := ReplaySummary{Results: []BlobResult{}}
 	blobs, err := d.List(ctx)
 	if err != nil {
 		return sum, err
@@ -207,17 +345,15 @@ func (d *DeadLetters) Republish(ctx context.Context, c *azeventgrid.Client, opts
 		if opts.skips(b, &sum) {
 			continue
 		}
-		res := BlobResult{Name: b.Name, Events: []rotation.EventResult{}}
-		n, err := d.republishBlob(ctx, c, b, opts.DryRun)
-		sum.Events += n
-		switch {
-		case err != nil:
+		res, sendable, err := d.republishBlob(ctx, c, b, opts.DryRun, log)
+		sum.Events += sendable
+		sum.Sent += res.Sent
+		sum.Poison += res.Poison
+		if err != nil {
 			sum.Unfinished++
-			res.Error = err.Error()
 			errs = append(errs, err)
-		default:
+		} else {
 			sum.Replayed++
-			res.Outcome, res.Marked = OutcomeRepublished, !opts.DryRun
 		}
 		sum.Results = append(sum.Results, res)
 		if opts.Progress != nil {
@@ -227,21 +363,46 @@ func (d *DeadLetters) Republish(ctx context.Context, c *azeventgrid.Client, opts
 	return sum, errors.Join(errs...)
 }
 
-func (d *DeadLetters) republishBlob(ctx context.Context, c *azeventgrid.Client, b DeadLetterBlob, dryRun bool) (int, error) {
+// republishBlob sends one blob's events and marks it, and returns how
+// many of its events can be sent; the error is one of reading, sending
+// or marking, and is also in the result.
+func (d *DeadLetters) republishBlob(ctx context.Context, c *azeventgrid.Client, b DeadLetterBlob,
+	dryRun bool, log *slog.Logger) (BlobResult, int, error) {
+	res := BlobResult{Name: b.Name, Events: []rotation.EventResult{}}
 	data, err := d.Read(ctx, b)
 	if err != nil {
-		return 0, err
+		res.Error = err.Error()
+		return res, 0, err
 	}
+	r, err := Republish(ctx, c, data, &RepublishOptions{DryRun: dryRun, Logger: log.With("blob", b.Name)})
+	sendable := r.Events - len(r.Undecodable)
+	res.Sent, res.Poison = r.Sent, len(r.Undecodable)
+	m := Mark{Outcome: OutcomeRepublished, Events: r.Events, Poison: res.Poison}
+	switch {
+	case errors.Is(err, ErrNotEvents):
+		// As Replay counts it: one undecodable event.
+		m.Events, m.Poison, res.Poison = 1, 1, 1
+	case err != nil:
+		err = fmt.Errorf("republish dead-letter blob %s: %w", b.Name, err)
+		res.Error = err.Error()
+		return res, sendable, err
+	}
+	if m.Poison > 0 {
+		m.Outcome = OutcomeUndecodable
+		log.ErrorContext(ctx, "dead-letter blob holds events that cannot be sent", "blob", b.Name,
+			"poison", m.Poison, "sent", res.Sent)
+	}
+	res.Outcome = m.Outcome
 	if dryRun {
-		grid, cloud, err := splitSchemas(data)
-		if err != nil {
-			return 0, fmt.Errorf("blob %s: %w", b.Name, err)
-		}
-		return len(grid) + len(cloud), nil
+		return res, sendable, nil
 	}
-	n, err := Republish(ctx, c, data)
-	if err != nil {
-		return n, fmt.Errorf("blob %s: %w", b.Name, err)
+	m.Time = time.Now()
+	if err := d.MarkDone(ctx, b, m); err != nil {
+		res.Error = err.Error()
+		return res, sendable, err
 	}
-	return n, d.MarkDone(ctx, b, Mark{Time: time.Now(), Outcome: OutcomeRepublished, Events: n})
+	res.Marked = true
+	log.InfoContext(ctx, "dead-letter blob republished", "blob", b.Name, "outcome", m.Outcome,
+		"events", m.Events, "sent", res.Sent)
+	return res, sendable, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,9 +27,16 @@ type recoverFlags struct {
 	since      string
 	dryRun     bool
 	again      bool
+
+	// json is replay's own --json, registered before these; nil when
+	// the flag set has none.
+	json flag.Getter
 }
 
 func (r *recoverFlags) register(fs *flag.FlagSet) {
+	if f := fs.Lookup("json"); f != nil {
+		r.json, _ = f.Value.(flag.Getter)
+	}
 	fs.StringVar(&r.deadLetter, "dead-letter", "", "replay the dead-letter blobs under this container URL[/prefix]")
 	fs.StringVar(&r.connString, "connection-string", "",
 		"storage connection string for --dead-letter (e.g. Azurite's); default: $AZURE_STORAGE_CONNECTION_STRING, else the Azure credential")
@@ -57,6 +65,11 @@ func (r recoverFlags) check(e env) error {
 			"or set AZURE_STORAGE_CONNECTION_STRING", err)
 	}
 	return nil
+}
+
+// asJSON reports whether replay was given --json.
+func (r recoverFlags) asJSON() bool {
+	return r.json != nil && r.json.Get() == true
 }
 
 // conn is the storage connection string for --dead-letter: the flag's,
@@ -180,7 +193,7 @@ func deadLetterCommand(ctx context.Context, ro recoverFlags, asJSON bool, e env)
 // (all repeated by a later run) exit 3; blobs done with failed or
 // undecodable events exit 1.
 func deadLetterExit(sum azure.ReplaySummary, err error) error {
-	if err != nil && sum.Blobs == 0 && sum.Results == nil {
+	if err != nil && sum.Blobs == 0 && len(sum.Results) == 0 {
 		return failed(err)
 	}
 	if err != nil || sum.Unfinished > 0 {
@@ -214,15 +227,16 @@ func printDeadLetters(w io.Writer, ro recoverFlags, sum azure.ReplaySummary) {
 		case r.Marked:
 			res += ", marked"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\n", r.Name, len(r.Events)+r.Poison, res)
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", r.Name, len(r.Events)+r.Sent+r.Poison, res)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n%d blobs: %d %s, %d left for a later run, %d already done, %d before --since\n",
 		sum.Blobs, sum.Replayed, verb, sum.Unfinished, sum.Done, sum.TooOld)
-	fmt.Fprintf(w, "%d events, %d undecodable\n", sum.Events, sum.Poison)
 	if ro.republish != "" {
+		fmt.Fprintf(w, "%d events, %d sent, %d undecodable\n", sum.Events, sum.Sent, sum.Poison)
 		return
 	}
+	fmt.Fprintf(w, "%d events, %d undecodable\n", sum.Events, sum.Poison)
 	for _, rep := range rotation.Reports(blobEvents(sum)) {
 		fmt.Fprintln(w)
 		printReport(w, rep)
@@ -237,22 +251,72 @@ func blobEvents(sum azure.ReplaySummary) []rotation.EventResult {
 	return out
 }
 
+// RepublishFileResult is what replay --republish ENDPOINT FILE --json
+// prints.
+type RepublishFileResult struct {
+	File     string `json:"file"`
+	Endpoint string `json:"endpoint"`
+	DryRun   bool   `json:"dryRun"`
+	azure.RepublishResult
+	Error string `json:"error,omitempty"` // Event Grid refused a request; Sent says how many went before (the text output has it on stderr)
+}
+
 func republishFileCommand(ctx context.Context, ro recoverFlags, data []byte, name string, e env) error {
 	s, err := loadSettings(e.getenv, false, false)
 	if err != nil {
 		return err
 	}
+	log := newLogger(textByDefault(s.LogFormat), s.LogLevel, e.stderr, e.stderr)
 	c, err := publisher(ro.republish, e, lazyToken(s))
 	if err != nil {
 		return err
 	}
-	if ro.dryRun {
-		fmt.Fprintf(e.stdout, "dry run: would send the events of %s to %s\n", name, ro.republish)
-		return nil
+	res, err := azure.Republish(ctx, c, data, &azure.RepublishOptions{DryRun: ro.dryRun, Logger: log})
+	switch {
+	case errors.Is(err, azure.ErrNotEvents), errors.Is(err, azure.ErrMixedSchemas):
+		// Nothing was sent, and a later run could not send more.
+		return usageError("republish events from %s: %s", name, strings.TrimPrefix(err.Error(), "decode saved events: "))
+	case err == nil && res.Events == 0:
+		return usageError("no events in %s", name)
+	case err == nil && res.Sent == 0:
+		return usageError("republish events from %s: no event can be sent: %s", name, res.Undecodable[0].Reason)
 	}
-	n, err := azure.Republish(ctx, c, data)
-	fmt.Fprintf(e.stdout, "sent %d events from %s to %s\n", n, name, ro.republish)
-	return failed(err)
+
+	out := RepublishFileResult{File: name, Endpoint: ro.republish, DryRun: ro.dryRun, RepublishResult: res}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	if ro.asJSON() {
+		writeJSONTo(e.stdout, out)
+	} else {
+		printRepublishFile(e.stdout, out)
+	}
+	switch {
+	case err != nil:
+		return failed(err)
+	case len(res.Undecodable) > 0:
+		return &exitError{code: exitFailed, err: errQuiet}
+	}
+	return nil
+}
+
+func printRepublishFile(w io.Writer, r RepublishFileResult) {
+	verb := "sent"
+	if r.DryRun {
+		verb = "dry run: would send"
+	}
+	fmt.Fprintf(w, "%s %s of %d from %s to %s", verb, plural(r.Sent, "event"), r.Events, r.File, r.Endpoint)
+	if r.Schema != "" {
+		fmt.Fprintf(w, " (%s schema)", r.Schema)
+	}
+	fmt.Fprintln(w)
+	for _, u := range r.Undecodable {
+		id := u.ID
+		if id == "" {
+			id = "-"
+		}
+		fmt.Fprintf(w, "  not sent: event %d (id %s): %s\n", u.Index, id, u.Reason)
+	}
 }
 
 // publisher returns an Event Grid client for a custom topic endpoint,
@@ -392,6 +456,9 @@ func reconcileCommand(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	reps := a.rotator.Reconcile(ctx)
+	if reps == nil {
+		reps = []rotation.Report{}
+	}
 	if *asJSON {
 		writeJSONTo(e.stdout, ReconcileResult{Reports: reps, Drift: drift(reps)})
 	} else {
