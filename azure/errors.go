@@ -2,10 +2,13 @@ package azure
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +24,11 @@ import (
 // classify wraps err from operation op with the rotation sentinel that
 // says whether a retry could succeed.
 func classify(op string, err error) error {
+	if ce, ok := certificateFailure(err); ok {
+		// A trust store that lacks the endpoint's issuer, or a
+		// certificate for another name, stays so: retrying cannot help.
+		return fmt.Errorf("%s: %w", op, ce)
+	}
 	if ce, ok := credentialFailure(err); ok {
 		// The identity endpoint or Entra ID refused or could not be
 		// reached; permissions and identities propagate, so retry.
@@ -51,6 +59,45 @@ func classify(op string, err error) error {
 	// Transport failures, timeouts of one try, and credential errors
 	// (the identity endpoint is a local service that recovers).
 	return fmt.Errorf("%s: %w: %w", op, rotation.ErrRetryable, err)
+}
+
+// certificateError keeps a TLS certificate verification failure in the
+// chain but prints one line: what failed, and what to check.
+type certificateError struct {
+	msg string
+	err error
+}
+
+func (e *certificateError) Error() string { return e.msg }
+
+func (e *certificateError) Unwrap() error { return e.err }
+
+// certificateFailure returns err as a *certificateError when the
+// endpoint's TLS certificate failed verification: an unknown issuer, a
+// name it is not valid for, or a certificate otherwise invalid (expired,
+// not for server authentication).
+func certificateFailure(err error) (*certificateError, bool) {
+	var why string
+	if e, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		why = e.Error()
+	} else if e, ok := errors.AsType[x509.HostnameError](err); ok {
+		why = e.Error()
+	} else if e, ok := errors.AsType[x509.CertificateInvalidError](err); ok {
+		why = e.Error()
+	} else if e, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		why = e.Error()
+	} else {
+		return nil, false
+	}
+	host := "the endpoint"
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		if u, perr := url.Parse(ue.URL); perr == nil && u.Host != "" {
+			host = u.Host
+		}
+	}
+	msg := "TLS certificate of " + host + " not trusted: " + why +
+		"; retrying will not help: check the endpoint's certificate and the trust store (SSL_CERT_FILE)"
+	return &certificateError{msg: msg, err: err}, true
 }
 
 // responseError keeps an *azcore.ResponseError in the chain but prints
@@ -251,7 +298,8 @@ const (
 
 // retryOptions fills the zero fields of o with the settings above and, when
 // o has no ShouldRetry, retries codes plus transport errors, but never a
-// response whose Retry-After outlasts the request's deadline.
+// failed certificate verification (it never heals) nor a response whose
+// Retry-After outlasts the request's deadline.
 func retryOptions(o policy.RetryOptions, codes ...int) policy.RetryOptions {
 	if o.MaxRetries == 0 {
 		o.MaxRetries = retryMax
@@ -265,7 +313,8 @@ func retryOptions(o policy.RetryOptions, codes ...int) policy.RetryOptions {
 	if o.ShouldRetry == nil {
 		o.ShouldRetry = func(resp *http.Response, err error) bool {
 			if err != nil {
-				return true
+				_, cert := certificateFailure(err)
+				return !cert
 			}
 			if !runtime.HasStatusCode(resp, codes...) {
 				return false
