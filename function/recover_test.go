@@ -191,16 +191,27 @@ func TestReconcileCommand(t *testing.T) {
 
 // namespace starts an Event Grid namespace emulator over TLS with topic
 // keys and its subscription rotator, and returns them with the settings
-// pull needs: w's, LOG_FORMAT=json, and one trust file for both emulators.
+// pull needs: eventGrid's and the namespace's.
 func (w *world) namespace(t *testing.T) (*eventgrid.NamespaceTopic, *eventgrid.Subscription, []string) {
+	t.Helper()
+	eg, endpoint, env := w.eventGrid(t)
+	topic := eg.AddNamespaceTopic("keys")
+	sub := topic.AddSubscription("rotator", eventgrid.SubscriptionOptions{})
+	env = append(env, "EVENTGRID_KEY="+eventgrid.DefaultKey,
+		"EVENTGRID_NAMESPACE_ENDPOINT="+endpoint, "EVENTGRID_TOPIC=keys", "EVENTGRID_SUBSCRIPTION=rotator")
+	return topic, sub, env
+}
+
+// eventGrid starts an Event Grid emulator served over TLS and returns
+// it, its base URL, and w's settings with LOG_FORMAT=json and one trust
+// file for both emulators.
+func (w *world) eventGrid(t *testing.T) (*eventgrid.Server, string, []string) {
 	t.Helper()
 	eg, err := eventgrid.Start(eventgrid.Options{InProcess: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eg.Close() })
-	topic := eg.AddNamespaceTopic("keys")
-	sub := topic.AddSubscription("rotator", eventgrid.SubscriptionOptions{})
 	ts := httptest.NewTLSServer(eg.Handler())
 	t.Cleanup(ts.Close)
 
@@ -220,9 +231,7 @@ func (w *world) namespace(t *testing.T) (*eventgrid.NamespaceTopic, *eventgrid.S
 			env = append(env, kv)
 		}
 	}
-	env = append(env, "SSL_CERT_FILE="+certs, "LOG_FORMAT=json", "EVENTGRID_KEY="+eventgrid.DefaultKey,
-		"EVENTGRID_NAMESPACE_ENDPOINT="+ts.URL, "EVENTGRID_TOPIC=keys", "EVENTGRID_SUBSCRIPTION=rotator")
-	return topic, sub, env
+	return eg, ts.URL, append(env, "SSL_CERT_FILE="+certs, "LOG_FORMAT=json")
 }
 
 // TestPullCommand drains a namespace subscription with pull --once.
