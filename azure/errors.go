@@ -35,7 +35,11 @@ func classify(op string, err error) error {
 		return fmt.Errorf("%s: %w: %w", op, rotation.ErrRetryable, ce)
 	}
 	if re, ok := errors.AsType[*azcore.ResponseError](err); ok {
-		err = responseError{re}
+		rerr := responseError{re: re}
+		if re.StatusCode == http.StatusForbidden && !keyDisabled(re) {
+			rerr.hint = permissionHint(re.RawResponse)
+		}
+		err = rerr
 		switch code := re.StatusCode; {
 		case code == http.StatusNotFound:
 			return fmt.Errorf("%s: %w: %w", op, rotation.ErrNotFound, err)
@@ -102,8 +106,11 @@ func certificateFailure(err error) (*certificateError, bool) {
 
 // responseError keeps an *azcore.ResponseError in the chain but prints
 // one line: the SDK's own text spans the whole response, too much for a
-// per-server report.
-type responseError struct{ re *azcore.ResponseError }
+// per-server report. A hint, when set, says what a person should check.
+type responseError struct {
+	re   *azcore.ResponseError
+	hint string
+}
 
 func (e responseError) Error() string {
 	msg := strconv.Itoa(e.re.StatusCode)
@@ -113,7 +120,41 @@ func (e responseError) Error() string {
 	if r := e.re.RawResponse; r != nil && r.Request != nil {
 		msg = r.Request.Method + " " + r.Request.URL.Path + ": " + msg
 	}
+	if e.hint != "" {
+		msg += "; " + e.hint
+	}
 	return msg
+}
+
+// permissionHint names the permission a 403 from Key Vault or Resource
+// Manager most likely lacks, from the request it answers: key read on
+// the key, or read or write of Fluid Relay servers. The deployment grants
+// each with a role of its own; a grant just made can take minutes to
+// apply, which is why the refusal stays retryable. Empty for other
+// services.
+func permissionHint(resp *http.Response) string {
+	if resp == nil || resp.Request == nil {
+		return ""
+	}
+	req := resp.Request
+	path := strings.ToLower(req.URL.Path)
+	switch {
+	case strings.HasPrefix(path, "/keys/"):
+		return "the identity needs the data action Microsoft.KeyVault/vaults/keys/read on the key " +
+			"(the key metadata reader role the deployment assigns); a new assignment can take minutes to apply"
+	case strings.HasPrefix(path, "/subscriptions/") &&
+		strings.Contains(path, "/providers/microsoft.fluidrelay/fluidrelayservers"):
+		action, scope := "read", "the server's resource group"
+		if req.Method != http.MethodGet {
+			action = "write"
+		}
+		if strings.HasSuffix(strings.TrimSuffix(path, "/"), "/fluidrelayservers") {
+			scope = "the listed scope"
+		}
+		return "the identity needs Microsoft.FluidRelay/fluidRelayServers/" + action + " on " + scope +
+			" (the Fluid Relay key rotator role the deployment assigns); a new assignment can take minutes to apply"
+	}
+	return ""
 }
 
 func (e responseError) Unwrap() error { return e.re }

@@ -502,6 +502,46 @@ func TestKeyVault_Errors(t *testing.T) {
 	}
 }
 
+// A 403 stays retryable (a new grant takes minutes to apply), and says
+// which permission to check.
+func TestPermissionRefusals_NameThePermission(t *testing.T) {
+	f := setup(t, 1)
+	keys, relays := f.adapters(t, f.emu.HTTPClient())
+	f.emu.InjectFault(emulator.Fault{Service: "keyvault", Status: http.StatusForbidden})
+	f.emu.InjectFault(emulator.Fault{Service: "arm", Status: http.StatusForbidden})
+	const (
+		keyRead    = "the identity needs the data action Microsoft.KeyVault/vaults/keys/read on the key"
+		serverRead = "the identity needs Microsoft.FluidRelay/fluidRelayServers/read on the server's resource group"
+		write      = "the identity needs Microsoft.FluidRelay/fluidRelayServers/write on the server's resource group"
+		listRead   = "the identity needs Microsoft.FluidRelay/fluidRelayServers/read on the listed scope"
+	)
+	ctx := t.Context()
+	tests := []struct {
+		what string
+		call func() error
+		says string
+	}{
+		{"get key", func() error { _, err := keys.Key(ctx, f.key); return err }, keyRead},
+		{"list versions", func() error { _, err := keys.Versions(ctx, f.key); return err }, keyRead},
+		{"get server", func() error { _, err := relays.Get(ctx, f.ids[0]); return err }, serverRead},
+		{"update server", func() error { _, err := relays.SetKeyURL(ctx, f.ids[0], f.v1.KID); return err }, write},
+		{"list servers", func() error {
+			_, err := relays.List(ctx, "/subscriptions/"+emulator.DefaultSubscription)
+			return err
+		}, listRead},
+	}
+	for _, tt := range tests {
+		err := tt.call()
+		if !errors.Is(err, rotation.ErrRetryable) {
+			t.Errorf("%s: got %v, want ErrRetryable (permission propagation)", tt.what, err)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "403") || !strings.Contains(msg, tt.says) {
+			t.Errorf("%s: got %q, want the 403 and %q", tt.what, msg, tt.says)
+		}
+	}
+}
+
 func TestTargets_Discover(t *testing.T) {
 	f := setup(t, 2)
 	other, _ := f.emu.PutServer(emulator.ServerSpec{ResourceGroup: "rg-other", Name: "relay-elsewhere", KeyURL: f.key.String()})
