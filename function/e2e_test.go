@@ -50,6 +50,17 @@ func build(t *testing.T) string {
 	return binary
 }
 
+// appRoot is the repository root, the function app: host.json and the
+// function folders.
+func appRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
 // world is the emulator seeded with vault kv, key cmk at v1 and v2 (v2
 // current), servers relay-1…3 on v1 and relay-follow versionless.
 type world struct {
@@ -96,6 +107,7 @@ func (w *world) env(t *testing.T, clientID string) []string {
 		"ROTATION_ARM_ENDPOINT=" + w.emu.ARMEndpoint(),
 		"ROTATION_ARM_AUDIENCE=https://management.core.windows.net/",
 		"ROTATION_TARGETS=" + string(targets),
+		"ROTATION_RECONCILE_SCHEDULE=0 0 */6 * * *",
 	}
 	if clientID != "" {
 		env = append(env, "AZURE_CLIENT_ID="+clientID)
@@ -103,10 +115,12 @@ func (w *world) env(t *testing.T, clientID string) []string {
 	return env
 }
 
+// start starts the built binary as the host starts the app in the
+// repository root, with host.json's arguments.
 func start(t *testing.T, env []string) *fakehost.Host {
 	t.Helper()
-	bin := build(t)
-	h, err := fakehost.Start(context.Background(), bin, filepath.Dir(bin), env, fakehost.Options{FunctionKey: "fn-key"})
+	h, err := fakehost.Start(context.Background(), appRoot(t), env,
+		fakehost.Options{Executable: build(t), FunctionKey: "fn-key"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +155,7 @@ func forward(t *testing.T, h *fakehost.Host, method, path, body string) (int, ht
 	req := httptest.NewRequest(method, "https://cmk.azurewebsites.net"+path, rd)
 	req.Header.Set("x-functions-key", "fn-key")
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := h.Forward(context.Background(), req)
+	resp, err := h.Do(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +277,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("after 413: got %d %s, want 200", status, body)
 		}
 		req := httptest.NewRequest(http.MethodGet, "https://cmk.azurewebsites.net/api/status", nil)
-		resp, err := h.Forward(ctx, req)
+		resp, err := h.Do(ctx, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -275,6 +289,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("logs", func(t *testing.T) {
 		var withID int
+		paths := map[string]bool{}
 		for _, l := range h.Lines() {
 			var rec map[string]any
 			if err := json.Unmarshal([]byte(l), &rec); err != nil {
@@ -284,12 +299,21 @@ func TestEndToEnd(t *testing.T) {
 			if _, ok := rec["invocation_id"]; ok {
 				withID++
 			}
+			if p, ok := rec["path"].(string); ok && rec["msg"] == "request done" {
+				paths[p] = true
+			}
 			if strings.Contains(l, "access_token") || strings.Contains(l, "eyJ") {
 				t.Errorf("got a line with a token: %q", l)
 			}
 		}
 		if withID == 0 {
 			t.Error("got no line with an invocation id, want several")
+		}
+		// host.json forwards HTTP: the API is served at its public paths.
+		for _, p := range []string{"/KeyNewVersionCreated", "/Reconcile", "/api/status", "/api/rotate", "/api/replay"} {
+			if !paths[p] {
+				t.Errorf("got requests to %v, want one to %s", paths, p)
+			}
 		}
 	})
 

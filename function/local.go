@@ -145,7 +145,11 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- serveOn(sctx, ln, a.handler, log) }()
-	host, err := fakehost.New("http://"+ln.Addr().String(), fakehost.Options{})
+	app, err := localApp()
+	if err != nil {
+		return err
+	}
+	host, err := fakehost.New("http://"+ln.Addr().String(), app, fakehost.Options{})
 	if err != nil {
 		return err
 	}

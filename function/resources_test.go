@@ -105,7 +105,11 @@ func peakRSS(t *testing.T, bin string, env []string, work func(*fakehost.Host)) 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	h, err := fakehost.New(fmt.Sprintf("http://127.0.0.1:%d", port), fakehost.Options{})
+	app, err := fakehost.LoadApp("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := fakehost.New(fmt.Sprintf("http://127.0.0.1:%d", port), app, fakehost.Options{})
 	if err == nil {
 		err = h.WaitReady(context.Background())
 	}

@@ -438,7 +438,7 @@ func TestRotateAPI(t *testing.T) {
 			f := setup(t)
 			body := tt.prepare(t, f)
 			f.emu.ResetRequests()
-			resp, data := f.api(t, http.MethodPost, "/api/rotate?code=k", body)
+			resp, data := f.api(t, http.MethodPost, "/api/rotate", body)
 			if resp.StatusCode != tt.wantStatus {
 				t.Fatalf("got %d %s, want %d", resp.StatusCode, data, tt.wantStatus)
 			}
@@ -482,8 +482,6 @@ func TestAPILimits(t *testing.T) {
 		{"12 MB rotate body", http.MethodPost, "/api/rotate", `{"key":"` + strings.Repeat("a", 12<<20) + `"}`, http.StatusRequestEntityTooLarge},
 		{"12 MB replay body", http.MethodPost, "/api/replay", "[" + strings.Repeat(" ", 12<<20) + "]", http.StatusRequestEntityTooLarge},
 		{"deep JSON", http.MethodPost, "/api/replay", strings.Repeat("[", 10000) + strings.Repeat("]", 10000), http.StatusBadRequest},
-		{"wrong method", http.MethodGet, "/api/rotate", "", http.StatusMethodNotAllowed},
-		{"unknown route", http.MethodGet, "/api/nothing", "", http.StatusNotFound},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -493,6 +491,36 @@ func TestAPILimits(t *testing.T) {
 			}
 			if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
 				t.Errorf("got content type %q, want application/problem+json", ct)
+			}
+		})
+	}
+
+	// A route or method function.json does not declare never reaches the
+	// handler: the host answers 404 with no body. Called directly, the
+	// handler says what is wrong.
+	for _, tt := range []struct {
+		method, path string
+		direct       int
+	}{
+		{http.MethodGet, "/api/rotate", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/api/nothing", http.StatusNotFound},
+	} {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			resp, data := f.api(t, tt.method, tt.path, "")
+			if resp.StatusCode != http.StatusNotFound || len(data) != 0 {
+				t.Errorf("through the host: got %d %q, want 404 and no body", resp.StatusCode, data)
+			}
+			req, err := http.NewRequest(tt.method, f.baseURL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			direct, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			direct.Body.Close()
+			if direct.StatusCode != tt.direct || direct.Header.Get("Content-Type") != "application/problem+json" {
+				t.Errorf("direct: got %d %s, want %d problem+json", direct.StatusCode, direct.Header.Get("Content-Type"), tt.direct)
 			}
 		})
 	}
@@ -598,7 +626,7 @@ func TestJSONMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	res, err := f.host.HTTP(context.Background(), "Rotate", req)
+	res, err := f.host.HTTP(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,7 +641,7 @@ func TestJSONMode(t *testing.T) {
 	}
 
 	req, _ = http.NewRequest(http.MethodPost, "http://localhost:7071/api/rotate", strings.NewReader(`{"key":1}`))
-	res, err = f.host.HTTP(context.Background(), "Rotate", req)
+	res, err = f.host.HTTP(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -622,7 +650,7 @@ func TestJSONMode(t *testing.T) {
 	}
 
 	req, _ = http.NewRequest(http.MethodGet, "http://localhost:7071/api/status", nil)
-	res, err = f.host.HTTP(context.Background(), "Status", req)
+	res, err = f.host.HTTP(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -786,7 +814,7 @@ func TestAPIErrorDetails(t *testing.T) {
 		{"truncated", "", `{"key":`, malformed, "malformed JSON at byte 7: the body ends early"},
 		{"truncated after an unknown field", "", `{"bogus":1,`, malformed, "malformed JSON at byte 11: the body ends early"},
 		{"trailing data", "", `{"key":"` + key + `","bogus":1} {}`, malformed, "malformed JSON: unexpected data after the JSON value"},
-		{"replay of a string", "/api/replay", `"event"`, invalid, "decode events: want a JSON object or an array of them"},
+		{"replay of a string", "/api/replay", `"event"`, invalid, "decode events: want a JSON object or an array of them, got a string"},
 		{"replay truncated", "/api/replay", `[{"id":`, malformed, "malformed JSON at byte 7: the body ends early"},
 	}
 	for _, tt := range tests {

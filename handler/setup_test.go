@@ -25,7 +25,8 @@ import (
 // fixture is the emulator with vault kv holding key cmk (versions v1 and
 // v2, v2 current), servers relay-1…3 on v1 and relay-follow versionless,
 // all subscribed; the real rotator and Azure adapters; the handler on a
-// real loopback listener; and a fake host in front of it.
+// real loopback listener; and a fake host in front of it, playing the
+// app's host.json and function.json files.
 type fixture struct {
 	emu     *emulator.Emulator
 	vault   *emulator.Vault
@@ -87,7 +88,11 @@ func setup(t *testing.T) *fixture {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	f.baseURL = srv.URL
-	if f.host, err = fakehost.New(srv.URL, fakehost.Options{}); err != nil {
+	app, err := fakehost.LoadApp("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.host, err = fakehost.New(srv.URL, app, fakehost.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.host.WaitReady(context.Background()); err != nil {
@@ -126,8 +131,8 @@ func (f *fixture) patches() int {
 	return n
 }
 
-// api sends a client request with a JSON body through the host's
-// forwarding.
+// api sends a client request with a JSON body, and the function key,
+// to the host's public endpoint.
 func (f *fixture) api(t *testing.T, method, path, body string) (*http.Response, []byte) {
 	t.Helper()
 	return f.apiAs(t, method, path, "application/json", body)
@@ -144,7 +149,8 @@ func (f *fixture) apiAs(t *testing.T, method, path, contentType, body string) (*
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := f.host.Forward(context.Background(), req)
+	req.Header.Set("x-functions-key", f.host.FunctionKey())
+	resp, err := f.host.Do(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}

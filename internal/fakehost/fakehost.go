@@ -1,15 +1,23 @@
 // Package fakehost plays the Azure Functions host toward a custom handler,
-// for tests and for cmkrotator local. It sends byte for byte what the host
+// for tests and for cmkrotator local. It reads the app as the host does
+// (host.json and each function's function.json, see App), starts the
+// handler as host.json describes it, sends byte for byte what the host
 // sends (compact JSON envelopes with PascalCase keys, the X-Azure-Functions
 // headers, a chunked body, Metadata with sys, dates re-formatted the way
-// Newtonsoft does) and judges the answers the way the host does: a non-2xx
-// status, a content type other than JSON, a body that is not an
+// Newtonsoft does), and judges the answers the way the host does: a
+// non-2xx status, a content type other than JSON, a body that is not an
 // invocation result, or an Outputs.res that is not an object fails the
 // invocation; an empty or null body never completes it.
 //
-// Forwarded HTTP functions (enableForwardingHttpRequest) are called at
-// their public path with the caller's method, query, headers and body, and
-// their answer is passed through unjudged.
+// Clients reach HTTP functions through Do (or the Host as an
+// http.Handler) at /{routePrefix}/{route}: the host answers 404 itself for
+// a route no function declares or a method its function does not take,
+// and 401 for a missing or wrong function key. Functions with one
+// httpTrigger and one http output are forwarded when host.json turns
+// enableForwardingHttpRequest on: called at their public path with the
+// caller's method, query, headers and body, their answer passed through
+// unjudged. Every other HTTP function gets its request as Data.<trigger
+// name> of a JSON envelope, and the client gets its http output.
 package fakehost
 
 import (
@@ -17,6 +25,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,8 +34,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"os/exec"
-	"sort"
+	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,10 +54,17 @@ type Options struct {
 	// Zero: DefaultVersion.
 	Version string
 
-	// FunctionKey, when set, is required of forwarded HTTP calls (as
-	// ?code= or x-functions-key), as for authLevel "function"; calls
-	// without it get 401 and never reach the handler. Zero: no check.
+	// FunctionKey is the key calls to functions of authLevel function or
+	// admin must carry, as ?code= or x-functions-key; calls without it
+	// get 401 from the host and never reach the handler. Zero: a random
+	// key, see Host.FunctionKey.
 	FunctionKey string
+
+	// Executable stands in for host.json's defaultExecutablePath when the
+	// handler was built outside the app root (a test's build): its file
+	// name must be the one defaultExecutablePath names. Zero: the path is
+	// resolved as the host resolves it, in the app root, else on PATH.
+	Executable string
 
 	// Timeout is functionTimeout: an invocation that takes longer fails.
 	// Zero: 5 minutes.
@@ -61,12 +79,17 @@ type Options struct {
 	Output io.Writer
 }
 
-// Host talks to one custom handler at 127.0.0.1:port.
+// Host talks to one custom handler at 127.0.0.1:port on behalf of app.
 type Host struct {
+	app    *App
 	base   string
 	port   int
 	opts   Options
 	client *http.Client
+
+	// inError are functions the host does not load, with why: a
+	// schedule naming an app setting that is not set.
+	inError map[string]string
 
 	cmd  *exec.Cmd
 	out  *syncBuffer
@@ -74,9 +97,12 @@ type Host struct {
 	err  error // process exit, valid after done is closed
 }
 
-// New returns a Host for a handler already listening on base
+// New returns a Host for app's handler, already listening on base
 // ("http://127.0.0.1:port").
-func New(base string, opts Options) (*Host, error) {
+func New(base string, app *App, opts Options) (*Host, error) {
+	if app == nil {
+		return nil, errors.New("new host: no app")
+	}
 	u, err := url.Parse(base)
 	if err != nil {
 		return nil, fmt.Errorf("parse handler address %q: %w", base, err)
@@ -88,6 +114,9 @@ func New(base string, opts Options) (*Host, error) {
 	if opts.Version == "" {
 		opts.Version = DefaultVersion
 	}
+	if opts.FunctionKey == "" {
+		opts.FunctionKey = newKey()
+	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 5 * time.Minute
 	}
@@ -95,9 +124,11 @@ func New(base string, opts Options) (*Host, error) {
 		opts.ReadyTimeout = 30 * time.Second
 	}
 	return &Host{
-		base: strings.TrimSuffix(base, "/"),
-		port: port,
-		opts: opts,
+		app:     app,
+		base:    strings.TrimSuffix(base, "/"),
+		port:    port,
+		opts:    opts,
+		inError: map[string]string{},
 		client: &http.Client{
 			// The host's HttpClient timeout is functionTimeout + 1 min.
 			Timeout: opts.Timeout + time.Minute,
@@ -109,30 +140,55 @@ func New(base string, opts Options) (*Host, error) {
 	}, nil
 }
 
-// Start starts the handler executable path as the host does: a free
-// loopback port in FUNCTIONS_CUSTOMHANDLER_PORT and the other variables
-// the host sets, env as the app settings (and nothing else of this
-// process's environment), dir as the app root. It returns once the
-// handler answers GET /.
-func Start(ctx context.Context, path, dir string, env []string, opts Options) (*Host, error) {
+// Start loads the app in root and starts its handler as the host does:
+// host.json's defaultExecutablePath with its arguments (%NAME% expanded
+// from env, unset names removed) in its workingDirectory (the app root
+// when empty); a free loopback port in FUNCTIONS_CUSTOMHANDLER_PORT and
+// the other variables the host sets; env as the app settings, and nothing
+// else of this process's environment. A timer whose schedule names an app
+// setting env does not set is not loaded, as the host leaves such a
+// function in error. Start returns once the handler answers GET /.
+func Start(ctx context.Context, root string, env []string, opts Options) (*Host, error) {
+	app, err := LoadApp(root)
+	if err != nil {
+		return nil, err
+	}
+	path, err := executable(app, opts.Executable)
+	if err != nil {
+		return nil, err
+	}
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
 	}
-	h, err := New("http://127.0.0.1:"+strconv.Itoa(port), opts)
+	h, err := New("http://127.0.0.1:"+strconv.Itoa(port), app, opts)
 	if err != nil {
 		return nil, err
 	}
+	settings := map[string]string{}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			settings[k] = v
+		}
+	}
+	h.resolveSchedules(settings)
 
+	dir := app.Root
+	if wd := app.Handler.WorkingDirectory; wd != "" {
+		if !filepath.IsAbs(wd) {
+			wd = filepath.Join(app.Root, wd)
+		}
+		dir = wd
+	}
 	workerID := newGUID()
-	cmd := exec.Command(path)
+	cmd := exec.Command(path, expandArgs(app.Handler.Arguments, settings)...)
 	cmd.Dir = dir
 	cmd.Env = append(append([]string(nil), env...),
 		"FUNCTIONS_CUSTOMHANDLER_PORT="+strconv.Itoa(port),
 		"FUNCTIONS_HTTPWORKER_PORT="+strconv.Itoa(port),
 		"FUNCTIONS_CUSTOMHANDLER_WORKER_ID="+workerID,
 		"FUNCTIONS_HTTPWORKER_ID="+workerID,
-		"FUNCTIONS_APP_ROOT_PATH="+dir,
+		"FUNCTIONS_APP_ROOT_PATH="+app.Root,
 	)
 	h.out = &syncBuffer{tee: opts.Output}
 	cmd.Stdout, cmd.Stderr = h.out, h.out
@@ -153,6 +209,70 @@ func Start(ctx context.Context, path, dir string, env []string, opts Options) (*
 	return h, nil
 }
 
+// executable resolves defaultExecutablePath as HttpWorkerDescription
+// does: a relative path that exists under the app root is made absolute,
+// anything else is looked up on PATH. stand, when set, is the file to run
+// instead, which must carry the name defaultExecutablePath gives.
+func executable(app *App, stand string) (string, error) {
+	p := app.Handler.DefaultExecutablePath
+	if stand != "" {
+		if filepath.Base(stand) != filepath.Base(p) {
+			return "", fmt.Errorf("executable %s stands in for defaultExecutablePath %q: want a file named %s",
+				stand, p, filepath.Base(p))
+		}
+		return stand, nil
+	}
+	if !filepath.IsAbs(p) {
+		if cand := filepath.Join(app.Root, p); fileExists(cand) {
+			return cand, nil
+		}
+	}
+	found, err := exec.LookPath(p)
+	if err != nil {
+		return "", fmt.Errorf("defaultExecutablePath %q: not in the app root %s nor on PATH: %w", p, app.Root, err)
+	}
+	return found, nil
+}
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir()
+}
+
+var settingRef = regexp.MustCompile(`%([^%]+)%`)
+
+// expandArgs expands %NAME% in each argument from the app settings;
+// names that are not set are removed, and so is an argument left empty.
+func expandArgs(args []string, settings map[string]string) []string {
+	var out []string
+	for _, a := range args {
+		a = settingRef.ReplaceAllStringFunc(a, func(m string) string {
+			return settings[strings.Trim(m, "%")]
+		})
+		if a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// resolveSchedules leaves in error every timer whose schedule names an
+// app setting that is not set.
+func (h *Host) resolveSchedules(settings map[string]string) {
+	for name, fn := range h.app.Functions {
+		t := fn.Trigger()
+		if !strings.EqualFold(t.Type, "timerTrigger") {
+			continue
+		}
+		for _, m := range settingRef.FindAllStringSubmatch(t.Schedule, -1) {
+			if settings[m[1]] == "" {
+				h.inError[name] = fmt.Sprintf("the function %s is in error: unable to resolve the value %s of its schedule: app setting %s is not set",
+					name, m[0], m[1])
+			}
+		}
+	}
+}
+
 // FreePort returns a loopback port that was free a moment ago, found the
 // way the host finds one: binding 127.0.0.1:0.
 func FreePort() (int, error) {
@@ -163,6 +283,12 @@ func FreePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// App returns the app the host plays.
+func (h *Host) App() *App { return h.app }
+
+// FunctionKey returns the key function-level HTTP functions require.
+func (h *Host) FunctionKey() string { return h.opts.FunctionKey }
 
 // Port returns the handler's port.
 func (h *Host) Port() int { return h.port }
@@ -251,7 +377,15 @@ type Result struct {
 	Outputs     map[string]json.RawMessage
 	ReturnValue json.RawMessage
 
-	// Res is Outputs.res mapped as the host maps an HTTP output.
+	// Bound are the non-HTTP outputs, by binding name ("$return" for
+	// ReturnValue), as the host hands them to their bindings
+	// (GetBindingValue): a string that is valid base64 becomes its bytes,
+	// a []byte, unless the binding says dataType binary; anything else
+	// as encoding/json decodes it.
+	Bound map[string]any
+
+	// Res is the http output (Outputs.<name>, or ReturnValue for
+	// $return) mapped as the host maps it for the client.
 	Res *HTTPOutput
 }
 
@@ -274,7 +408,6 @@ func (r *Result) EventGridStatus() int {
 
 // EventOptions shape an Event Grid trigger invocation.
 type EventOptions struct {
-	Binding string // trigger binding name; zero: "event"
 	// AsString sends Data.<binding> as a JSON-encoded string rather than
 	// an object, as the host does for string-typed trigger values.
 	AsString bool
@@ -282,12 +415,14 @@ type EventOptions struct {
 	Retry *int
 }
 
-// EventGrid invokes function with one Event Grid or CloudEvents event, as
-// the host does for each element of an Event Grid delivery:
-// Data.event is the event, Metadata is {"data": event.data, "sys": …}.
+// EventGrid invokes function, which must have an eventGridTrigger, with
+// one Event Grid or CloudEvents event, as the host does for each element
+// of an Event Grid delivery: Data.<trigger name> is the event, Metadata
+// is {"data": event.data, "sys": …}.
 func (h *Host) EventGrid(ctx context.Context, function string, event []byte, o EventOptions) (*Result, error) {
-	if o.Binding == "" {
-		o.Binding = "event"
+	fn, err := h.app.function(function, "eventGridTrigger")
+	if err != nil {
+		return nil, err
 	}
 	ev, err := newtonsoft(event)
 	if err != nil {
@@ -307,32 +442,40 @@ func (h *Host) EventGrid(ctx context.Context, function string, event []byte, o E
 	}
 	meta = append(meta, field{"sys", sys(function)})
 
-	body := envelope([]field{{o.Binding, value}}, meta)
+	body := envelope([]field{{fn.Trigger().Name, value}}, meta)
 	return h.Invoke(ctx, function, body)
 }
 
 // TimerOptions shape a timer trigger invocation.
 type TimerOptions struct {
-	Binding   string // trigger binding name; zero: "timer"
 	IsPastDue bool
 }
 
-// Timer invokes a timerTrigger function as the host does when its
-// schedule fires.
+// Timer invokes function, which must have a timerTrigger, as the host
+// does when its schedule fires: Data.<trigger name> is the timer info.
 func (h *Host) Timer(ctx context.Context, function string, o TimerOptions) (*Result, error) {
-	if o.Binding == "" {
-		o.Binding = "timer"
+	fn, err := h.app.function(function, "timerTrigger")
+	if err != nil {
+		return nil, err
 	}
 	now := time.Now().UTC()
 	timer := fmt.Sprintf(`{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":%q,"Next":%q,"LastUpdated":%q},"IsPastDue":%t}`,
 		dotnetTime(now.Add(-time.Hour)), dotnetTime(now.Add(time.Hour)), dotnetTime(now.Add(-time.Hour)), o.IsPastDue)
-	body := envelope([]field{{o.Binding, []byte(timer)}}, []field{{"sys", sys(function)}})
+	body := envelope([]field{{fn.Trigger().Name, []byte(timer)}}, []field{{"sys", sys(function)}})
 	return h.Invoke(ctx, function, body)
 }
 
 // Invoke POSTs body, an envelope, to /function with the host's headers
-// and judges the answer.
+// and judges the answer. The function must be one of the app's, and
+// loaded.
 func (h *Host) Invoke(ctx context.Context, function string, body []byte) (*Result, error) {
+	fn, err := h.app.function(function, "")
+	if err != nil {
+		return nil, err
+	}
+	if why, ok := h.inError[function]; ok {
+		return nil, errors.New(why)
+	}
 	ctx, cancel := context.WithTimeout(ctx, h.opts.Timeout)
 	defer cancel()
 
@@ -360,12 +503,12 @@ func (h *Host) Invoke(ctx context.Context, function string, body []byte) (*Resul
 	if err != nil {
 		return nil, fmt.Errorf("invoke %s: read answer: %w", function, err)
 	}
-	return judge(id, resp, data), nil
+	return judge(fn, id, resp, data), nil
 }
 
 // judge applies the host's reading of an answer
 // (DefaultHttpWorkerService.ProcessDefaultInvocationRequest).
-func judge(id string, resp *http.Response, data []byte) *Result {
+func judge(fn Function, id string, resp *http.Response, data []byte) *Result {
 	r := &Result{
 		InvocationID: id,
 		Status:       resp.StatusCode,
@@ -416,29 +559,90 @@ func judge(id string, resp *http.Response, data []byte) *Result {
 			r.ReturnValue = v
 		}
 	}
-	if raw, ok := r.Outputs["res"]; ok {
-		out, err := httpOutput(raw)
-		if err != nil {
-			r.Failure = err.Error()
-			r.Logs = nil
-			return r
-		}
-		r.Res = out
+	if err := r.bind(fn); err != nil {
+		r.Failure = err.Error()
+		r.Logs = nil
+		return r
 	}
 	r.Succeeded = true
 	return r
 }
 
+// bind hands the outputs to the function's bindings: the http output to
+// Res, every other one to Bound. Outputs' keys must equal binding names
+// exactly; a key that names no binding is ignored, as the host ignores it.
+func (r *Result) bind(fn Function) error {
+	r.Bound = map[string]any{}
+	values := map[string]json.RawMessage{}
+	for k, v := range r.Outputs {
+		values[k] = v
+	}
+	if len(r.ReturnValue) > 0 && string(r.ReturnValue) != "null" {
+		values["$return"] = r.ReturnValue
+	}
+	for name, raw := range values {
+		b, ok := fn.Output(name)
+		if !ok {
+			continue
+		}
+		if strings.EqualFold(b.Type, "http") {
+			out, err := httpOutput(raw, name == "$return")
+			if err != nil {
+				return err
+			}
+			r.Res = out
+			continue
+		}
+		r.Bound[name] = bindingValue(raw, b)
+	}
+	return nil
+}
+
+// bindingValue is GetBindingValue: a string that is valid base64 is
+// decoded to bytes unless the binding is dataType binary.
+func bindingValue(raw json.RawMessage, b Binding) any {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		if !strings.EqualFold(b.DataType, "binary") {
+			if data, ok := dotnetBase64(s); ok {
+				return data
+			}
+		}
+		return s
+	}
+	var v any
+	_ = json.Unmarshal(raw, &v)
+	return v
+}
+
+// dotnetBase64 decodes s as Convert.FromBase64String does: standard
+// alphabet with padding, white space ignored.
+func dotnetBase64(s string) ([]byte, bool) {
+	s = strings.Join(strings.Fields(s), "")
+	data, err := base64.StdEncoding.DecodeString(s)
+	return data, err == nil
+}
+
 // httpOutput maps an http output binding's value (HttpBinding and
 // RawScriptResult): statusCode string or number, missing meaning 200;
 // header values written with ToString(); a string body verbatim, anything
-// else as indented JSON.
-func httpOutput(raw json.RawMessage) (*HTTPOutput, error) {
+// else as indented JSON. A $return binding may also hold a plain string,
+// the body, decoded from base64 when it is valid base64.
+func httpOutput(raw json.RawMessage, isReturn bool) (*HTTPOutput, error) {
+	out := &HTTPOutput{Status: http.StatusOK, Headers: http.Header{}}
+	var str string
+	if isReturn && json.Unmarshal(raw, &str) == nil {
+		out.Body = []byte(str)
+		if data, ok := dotnetBase64(str); ok {
+			out.Body = data
+		}
+		out.Headers.Set("Content-Type", "text/plain; charset=utf-8")
+		return out, nil
+	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
 		return nil, errors.New("failed while trying to deserialize to httpOutputBindingResponse")
 	}
-	out := &HTTPOutput{Status: http.StatusOK, Headers: http.Header{}}
 	for k, v := range obj {
 		switch strings.ToLower(k) {
 		case "statuscode":
@@ -483,149 +687,6 @@ func httpOutput(raw json.RawMessage) (*HTTPOutput, error) {
 		out.Headers.Set("Content-Type", "text/plain; charset=utf-8")
 	}
 	return out, nil
-}
-
-// HTTP invokes an HTTP function in JSON mode (forwarding off): the
-// client's request becomes Data.req ({Url, Method, Query, Headers as
-// arrays, Params, Identities, Body as a string, present only when the
-// client sent a Content-Length}) and Metadata carries the query, headers
-// and top-level body properties as the HTTP extension binds them. The
-// answer's Outputs.res is what the client gets (Result.Res).
-func (h *Host) HTTP(ctx context.Context, function string, in *http.Request) (*Result, error) {
-	var body []byte
-	if in.ContentLength > 0 && in.Body != nil {
-		b, err := io.ReadAll(in.Body)
-		if err != nil {
-			return nil, fmt.Errorf("read client body: %w", err)
-		}
-		body = b
-	}
-
-	host := in.Host
-	if host == "" {
-		host = in.URL.Host
-	}
-	query := []field{}
-	keys := make([]string, 0, len(in.URL.Query()))
-	for k := range in.URL.Query() {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		query = append(query, field{k, quote(strings.Join(in.URL.Query()[k], ","))})
-	}
-	headers, metaHeaders := []field{}, []field{}
-	hkeys := make([]string, 0, len(in.Header))
-	for k := range in.Header {
-		hkeys = append(hkeys, k)
-	}
-	sort.Strings(hkeys)
-	for _, k := range hkeys {
-		arr, _ := json.Marshal(in.Header[k])
-		headers = append(headers, field{k, arr})
-		metaHeaders = append(metaHeaders, field{k, quote(strings.Join(in.Header[k], ","))})
-	}
-
-	req := []field{
-		{"Url", quote("http://" + host + in.URL.RequestURI())},
-		{"Method", quote(strings.ToUpper(in.Method))},
-		{"Query", object(query)},
-		{"Headers", object(headers)},
-		{"Params", []byte("{}")},
-		{"Identities", []byte(`[{"AuthenticationType":"WebJobsAuthLevel","IsAuthenticated":true,"Actor":null,"BootstrapContext":null,"Label":null,"Name":null,"Claims":[{"Issuer":"LOCAL AUTHORITY","OriginalIssuer":"LOCAL AUTHORITY","Properties":{},"Type":"http://schemas.microsoft.com/2017/07/functions/claims/authlevel","Value":"Function","ValueType":"http://www.w3.org/2001/XMLSchema#string"}],"NameClaimType":"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name","RoleClaimType":"http://schemas.microsoft.com/ws/2008/06/identity/claims/role"}]`)},
-	}
-	if body != nil {
-		req = append(req, field{"Body", quote(string(body))})
-	}
-
-	var meta []field
-	var props map[string]json.RawMessage
-	if json.Unmarshal(body, &props) == nil {
-		pk := make([]string, 0, len(props))
-		for k := range props {
-			pk = append(pk, k)
-		}
-		sort.Strings(pk)
-		for _, k := range pk {
-			v := props[k]
-			if len(v) > 0 && v[0] == '[' {
-				continue // arrays are left out of binding data
-			}
-			meta = append(meta, field{k, hostValue(v)})
-		}
-	}
-	for _, k := range keys {
-		if k != "code" {
-			meta = append(meta, field{k, quote(string(quote(in.URL.Query().Get(k))))})
-		}
-	}
-	meta = append(meta, field{"Query", object(query)}, field{"Headers", object(metaHeaders)}, field{"sys", sys(function)})
-
-	return h.Invoke(ctx, function, envelope([]field{{"req", object(req)}}, meta))
-}
-
-// Forward sends a client's request to a forwarded HTTP function
-// (exactly one httpTrigger and one http output, enableForwardingHttpRequest
-// on): same method, path (/api/…), query and headers, the body only when
-// the client sent a Content-Length, plus the host's headers. The answer is
-// the client's answer: any status, unjudged. With Options.FunctionKey set,
-// a request without the key gets 401 from the host itself.
-func (h *Host) Forward(ctx context.Context, in *http.Request) (*http.Response, error) {
-	if h.opts.FunctionKey != "" && !hasKey(in, h.opts.FunctionKey) {
-		return &http.Response{
-			StatusCode: http.StatusUnauthorized,
-			Status:     "401 Unauthorized",
-			Header:     http.Header{},
-			Body:       io.NopCloser(strings.NewReader("")),
-			Request:    in,
-		}, nil
-	}
-
-	target := h.base + in.URL.EscapedPath()
-	if q := rebuildQuery(in.URL.Query()); q != "" {
-		target += "?" + q
-	}
-	var body io.Reader
-	if in.ContentLength > 0 && in.Body != nil {
-		body = in.Body
-	}
-	out, err := http.NewRequestWithContext(ctx, in.Method, target, body)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		out.ContentLength = in.ContentLength
-	}
-	for k, vs := range in.Header {
-		out.Header[k] = append([]string(nil), vs...)
-	}
-	if in.Host != "" {
-		out.Host = in.Host
-	}
-	ua := strings.TrimSpace(in.Header.Get("User-Agent") + " Azure-Functions-Host/" + h.opts.Version)
-	out.Header.Set("User-Agent", ua)
-	out.Header.Set("X-Azure-Functions-HostVersion", h.opts.Version)
-	out.Header.Set("X-Azure-Functions-InvocationId", newGUID())
-	return h.client.Do(out)
-}
-
-func hasKey(r *http.Request, key string) bool {
-	return r.URL.Query().Get("code") == key || r.Header.Get("x-functions-key") == key
-}
-
-// rebuildQuery writes the parsed query back the way the host does:
-// repeated keys collapse to k=a,b.
-func rebuildQuery(q url.Values) string {
-	keys := make([]string, 0, len(q))
-	for k := range q {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var parts []string
-	for _, k := range keys {
-		parts = append(parts, url.QueryEscape(k)+"="+url.QueryEscape(strings.Join(q[k], ",")))
-	}
-	return strings.Join(parts, "&")
 }
 
 // field is one member of an ordered JSON object.
@@ -765,6 +826,14 @@ func dotnetTime(t time.Time) string {
 	s = strings.TrimRight(s, "0")
 	s = strings.TrimSuffix(s, ".")
 	return s + "Z"
+}
+
+// newKey returns a function key: 32 random bytes, URL-safe base64, as
+// the host's generated keys look.
+func newKey() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 func newGUID() string {
