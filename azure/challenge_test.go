@@ -18,9 +18,16 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cmkrotator/cmkrotator/azure"
+	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
+
+// challengeClientID is the identity the emulators of this file give the
+// function. azidentity's managed identity tokens are cached for the whole
+// process by client ID and resource, so tokens obtained here must not
+// answer for the emulators' default identity in other tests.
+const challengeClientID = "0c4a11e6-9e5d-4c7b-8f0a-5b3c2d1e0f9a"
 
 // Key Vault's challenge names the resource a token is for. azkeys checks
 // that the vault host lies under that resource's host, so that a server
@@ -78,14 +85,24 @@ func TestKeyVault_ChallengeResourceCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := setup(t, 0)
-			_, port, err := net.SplitHostPort(strings.TrimPrefix(f.vault.URL(), "https://"))
+			emu, err := emulator.Start(emulator.Options{ClientID: challengeClientID})
 			if err != nil {
 				t.Fatal(err)
 			}
-			client := vaultClient(f.vault.URL(), f.emu.CertPool(), tt.resource, "kv1.vault.azure.net", "kv1.localhost", "::1")
+			t.Cleanup(func() { emu.Close() })
+			vault := emu.AddVault("kv1")
+			v1, err := vault.CreateKey("cmk", emulator.KeyOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, port, err := net.SplitHostPort(strings.TrimPrefix(vault.URL(), "https://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			client := vaultClient(vault.URL(), emu.CertPool(), tt.resource, "kv1.vault.azure.net", "kv1.localhost", "::1")
 			co := azcore.ClientOptions{Transport: client, Retry: policy.RetryOptions{MaxRetries: -1}}
-			cred, _, _ := testenv.Adapters(t, f.emu, co)
+			cred, _, _ := testenv.Adapters(t, emu, co)
 			rec := &scopeRecorder{TokenCredential: cred}
 			keys := azure.NewKeyVault(rec, &azure.KeyVaultOptions{ClientOptions: co})
 
@@ -95,8 +112,8 @@ func TestKeyVault_ChallengeResourceCheck(t *testing.T) {
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Errorf("Key(%s): %v", ref, err)
-			case tt.wantErr == "" && got.Ref.Version != f.v1.Version:
-				t.Errorf("Key(%s): got version %q, want %q", ref, got.Ref.Version, f.v1.Version)
+			case tt.wantErr == "" && got.Ref.Version != v1.Version:
+				t.Errorf("Key(%s): got version %q, want %q", ref, got.Ref.Version, v1.Version)
 			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
 				t.Errorf("Key(%s): got error %v, want one containing %q", ref, err, tt.wantErr)
 			}
