@@ -251,28 +251,28 @@ var keyReaderRoleName = guid(subscription().id, resourceGroup().id, 'cmkrotator-
 // The product's identity (AZURE_CLIENT_ID). Its only grants: the Fluid Relay
 // custom role, key metadata read on the mapped keys, the dead-letter and lock
 // containers.
-resource rotatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+resource rotatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: 'id-${name}-rotator'
   location: appLocation
   tags: tags
 }
 
 // The Functions host's identity: host storage, deployment package, telemetry.
-resource hostIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+resource hostIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: 'id-${name}-host'
   location: appLocation
   tags: tags
 }
 
 // Fluid Relay's identity for the customer-managed key (same region as vault).
-resource cmkIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+resource cmkIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: 'id-${name}-fluidcmk'
   location: location
   tags: tags
 }
 
 // Event Grid's identity for dead-lettering and for forwarding to pull delivery.
-resource eventGridIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+resource eventGridIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: 'id-${name}-eventgrid'
   location: location
   tags: tags
@@ -281,7 +281,7 @@ resource eventGridIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@202
 // ---------------------------------------------------------------------------
 // Key Vault and keys
 
-resource vaultNew 'Microsoft.KeyVault/vaults@2025-05-01' = if (createKeyVault) {
+resource vaultNew 'Microsoft.KeyVault/vaults@2026-05-15' = if (createKeyVault) {
   name: keyVaultName
   location: location
   tags: tags
@@ -299,11 +299,11 @@ resource vaultNew 'Microsoft.KeyVault/vaults@2025-05-01' = if (createKeyVault) {
   }
 }
 
-resource vault 'Microsoft.KeyVault/vaults@2025-05-01' existing = {
+resource vault 'Microsoft.KeyVault/vaults@2026-05-15' existing = {
   name: keyVaultName
 }
 
-resource keysNew 'Microsoft.KeyVault/vaults/keys@2025-05-01' = [
+resource keysNew 'Microsoft.KeyVault/vaults/keys@2026-05-15' = [
   for t in targets: if (createKeys) {
     parent: vault
     name: t.keyName
@@ -349,7 +349,7 @@ resource keysNew 'Microsoft.KeyVault/vaults/keys@2025-05-01' = [
   }
 ]
 
-resource keys 'Microsoft.KeyVault/vaults/keys@2025-05-01' existing = [
+resource keys 'Microsoft.KeyVault/vaults/keys@2026-05-15' existing = [
   for t in targets: {
     parent: vault
     name: t.keyName
@@ -422,7 +422,7 @@ resource cmkKeyAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
 // separate account for dead letters and rotation locks, so that the rotator's
 // blob access is those two containers and nothing else.
 
-resource hostStorage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
+resource hostStorage 'Microsoft.Storage/storageAccounts@2026-09-01' = {
   name: 'st${token}'
   location: appLocation
   tags: tags
@@ -439,12 +439,12 @@ resource hostStorage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
   }
 }
 
-resource hostBlobs 'Microsoft.Storage/storageAccounts/blobServices@2025-06-01' = {
+resource hostBlobs 'Microsoft.Storage/storageAccounts/blobServices@2026-09-01' = {
   parent: hostStorage
   name: 'default'
 }
 
-resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2025-06-01' = {
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-09-01' = {
   parent: hostBlobs
   name: deploymentContainerName
   properties: {
@@ -452,7 +452,7 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
-resource deadLetterStorage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
+resource deadLetterStorage 'Microsoft.Storage/storageAccounts@2026-09-01' = {
   name: 'stdl${token}'
   location: location
   tags: tags
@@ -469,7 +469,7 @@ resource deadLetterStorage 'Microsoft.Storage/storageAccounts@2025-06-01' = {
   }
 }
 
-resource deadLetterBlobs 'Microsoft.Storage/storageAccounts/blobServices@2025-06-01' = {
+resource deadLetterBlobs 'Microsoft.Storage/storageAccounts/blobServices@2026-09-01' = {
   parent: deadLetterStorage
   name: 'default'
   properties: {
@@ -480,7 +480,7 @@ resource deadLetterBlobs 'Microsoft.Storage/storageAccounts/blobServices@2025-06
   }
 }
 
-resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2025-06-01' = {
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-09-01' = {
   parent: deadLetterBlobs
   name: deadLetterContainerName
   properties: {
@@ -490,7 +490,7 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 
 // One blob per key, leased while an instance of the app rotates that key, so
 // that instances never rotate one key at once (ROTATION_LOCK_CONTAINER).
-resource lockContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2025-06-01' = {
+resource lockContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2026-09-01' = {
   parent: deadLetterBlobs
   name: lockContainerName
   properties: {
@@ -554,7 +554,7 @@ resource eventGridDeadLetterAccess 'Microsoft.Authorization/roleAssignments@2022
 // ---------------------------------------------------------------------------
 // Monitoring
 
-resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+resource workspace 'Microsoft.OperationalInsights/workspaces@2026-03-01' = {
   name: 'log-${name}-${token}'
   location: appLocation
   tags: tags
@@ -665,7 +665,7 @@ var appSettings = [
   }
 ]
 
-resource plan 'Microsoft.Web/serverfarms@2024-11-01' = {
+resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
   name: 'plan-${name}-${token}'
   location: appLocation
   tags: tags
@@ -679,7 +679,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-11-01' = {
   }
 }
 
-resource site 'Microsoft.Web/sites@2024-11-01' = {
+resource site 'Microsoft.Web/sites@2025-03-01' = {
   name: functionAppName
   location: appLocation
   tags: tags
