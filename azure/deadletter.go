@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
@@ -213,7 +214,7 @@ func (d *DeadLetters) List(ctx context.Context) ([]DeadLetterBlob, error) {
 	pager := d.client.NewListBlobsFlatPager(opts)
 	for pager.More() {
 		var resp *http.Response
-		page, err := pager.NextPage(runtime.WithCaptureResponse(ctx, &resp))
+		page, err := pager.NextPage(policy.WithCaptureResponse(ctx, &resp))
 		if err != nil {
 			return nil, classify("list dead-letter blobs in "+d.where, err)
 		}

@@ -645,7 +645,7 @@ func TestDeadLetters_MarkKeepsMetadataNames(t *testing.T) {
 	// them as stored.
 	var resp *http.Response
 	if _, err := w.container.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
-		Include: container.ListBlobsInclude{Metadata: true}}).NextPage(runtime.WithCaptureResponse(t.Context(), &resp)); err != nil {
+		Include: container.ListBlobsInclude{Metadata: true}}).NextPage(policy.WithCaptureResponse(t.Context(), &resp)); err != nil {
 		t.Fatal(err)
 	}
 	listing, err := runtime.Payload(resp)
