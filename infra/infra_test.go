@@ -4,13 +4,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
 // The Bicep cannot be compiled here, so these tests read its text and check
@@ -23,34 +30,51 @@ import (
 // repoRoot is the module root, seen from this package's directory.
 const repoRoot = ".."
 
-// Fallbacks for when the function folders or the settings example are not
-// in the repository yet.
-var (
-	defaultFunctions = []function{
-		{Name: "KeyNewVersionCreated", Trigger: "eventGridTrigger"},
-		{Name: "Rotate", Trigger: "httpTrigger", AuthLevel: "function"},
-		{Name: "Replay", Trigger: "httpTrigger", AuthLevel: "function"},
-		{Name: "Status", Trigger: "httpTrigger", AuthLevel: "function"},
-		{Name: "Reconcile", Trigger: "timerTrigger", Schedule: "%ROTATION_RECONCILE_SCHEDULE%"},
-	}
-	defaultSettings = []string{
-		"AZURE_CLIENT_ID", "ROTATION_TARGETS", "ROTATION_ARM_ENDPOINT",
-		"ROTATION_ARM_AUDIENCE", "ROTATION_CONCURRENCY", "ROTATION_DEADLINE",
-		"ROTATION_DRY_RUN", "ROTATION_RECONCILE_SCHEDULE", "ROTATION_LOCK_CONTAINER",
-		"LOG_LEVEL", "LOG_FORMAT",
-	}
-	defaultEventType = "Microsoft.KeyVault.KeyNewVersionCreated"
-)
+// notDeployed is the one list of environment variables the binary reads
+// that the deployment deliberately does not set, and why. Every other
+// variable function/*.go reads must be an app setting (or one of its
+// alternatives) and be listed in local.settings.json.example.
+var notDeployed = map[string]string{
+	"FUNCTIONS_CUSTOMHANDLER_PORT":    "the Functions host sets it for the custom handler",
+	"IDENTITY_ENDPOINT":               "App Service sets it for managed identity",
+	"IDENTITY_HEADER":                 "App Service sets it for managed identity",
+	"AZURE_STORAGE_CONNECTION_STRING": "replay --dead-letter on a workstation, e.g. against Azurite",
+	"EVENTGRID_KEY":                   "replay --republish and pull on a workstation",
+	"EVENTGRID_NAMESPACE_ENDPOINT":    "pull on a workstation",
+	"EVENTGRID_TOPIC":                 "pull on a workstation",
+	"EVENTGRID_SUBSCRIPTION":          "pull on a workstation",
+}
 
-// Settings the Functions host or platform provides, or that only make sense
-// on a workstation; the deployment must not be asked to set them.
-var notDeployed = map[string]bool{
-	"FUNCTIONS_CUSTOMHANDLER_PORT": true,
-	"FUNCTIONS_WORKER_RUNTIME":     true,
-	"AzureWebJobsStorage":          true,
-	"SSL_CERT_FILE":                true,
-	"IDENTITY_ENDPOINT":            true,
-	"IDENTITY_HEADER":              true,
+// alternatives are settings of which one is enough: the subscription map
+// inline or in a file, and the host storage as a connection string or as
+// an identity-based connection.
+var alternatives = [][]string{
+	{"ROTATION_TARGETS", "ROTATION_TARGETS_FILE"},
+	{"AzureWebJobsStorage", "AzureWebJobsStorage__accountName", "AzureWebJobsStorage__blobServiceUri"},
+}
+
+// required returns the settings of names that must be set, each group of
+// alternatives as one entry ("A or B"), with whether names sets it.
+func required(read []string, set map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	grouped := map[string]bool{}
+	for _, g := range alternatives {
+		if !slices.ContainsFunc(g, func(n string) bool { return slices.Contains(read, n) }) {
+			continue
+		}
+		ok := false
+		for _, n := range g {
+			grouped[n] = true
+			ok = ok || set[n]
+		}
+		out[strings.Join(g, " or ")] = ok
+	}
+	for _, n := range read {
+		if _, skip := notDeployed[n]; !skip && !grouped[n] {
+			out[n] = set[n]
+		}
+	}
+	return out
 }
 
 // apiVersions is every resource type the deployment may declare and the API
@@ -77,11 +101,17 @@ var apiVersions = map[string]string{
 	"Microsoft.EventGrid/namespaces/topics/eventSubscriptions":  "2025-02-15",
 }
 
-// Built-in role definition IDs (Azure built-in roles reference).
-const (
-	roleStorageBlobDataContributor          = "ba92f5b4-2d11-453d-a403-e96b0029c9fe"
-	roleKeyVaultCryptoServiceEncryptionUser = "e147488a-f6f5-4113-8e2d-b22465e65bf6"
-)
+// builtInRoles is every built-in role main.bicep's var roles may name, by
+// its key there, with the role definition ID Azure publishes (Azure
+// built-in roles reference: Storage, Monitor, Security, Integration).
+var builtInRoles = map[string]string{
+	"storageBlobDataOwner":                "b7e6dc6d-f1e8-4753-8033-0f276bb0955b", // Storage Blob Data Owner
+	"storageBlobDataContributor":          "ba92f5b4-2d11-453d-a403-e96b0029c9fe", // Storage Blob Data Contributor
+	"monitoringMetricsPublisher":          "3913510d-42f4-4e42-8a64-420c390055eb", // Monitoring Metrics Publisher
+	"keyVaultCryptoServiceEncryptionUser": "e147488a-f6f5-4113-8e2d-b22465e65bf6", // Key Vault Crypto Service Encryption User
+	"eventGridDataSender":                 "d5a91429-5739-47e2-a06b-3470a27159e7", // EventGrid Data Sender
+	"eventGridDataReceiver":               "78cbd9e7-9798-4e2e-9b5a-547d9ebb31fb", // EventGrid Data Receiver
+}
 
 func TestDeployment(t *testing.T) {
 	d := loadDeployment(t)
@@ -96,83 +126,144 @@ func TestDeployment(t *testing.T) {
 	}
 }
 
+type mutation struct {
+	name  string
+	check string
+	old   string // text in main.bicep, or in file
+	new   string
+	want  string // part of one reported problem
+	file  string // a file in modules/; empty: main.bicep
+}
+
 func TestChecksCatchDisagreement(t *testing.T) {
-	tests := []struct {
-		name  string
-		check string
-		old   string // text in main.bicep
-		new   string
-		want  string // part of one reported problem
-	}{
+	tests := []mutation{
 		{"setting missing", "app settings",
-			"name: 'ROTATION_DEADLINE'", "name: 'ROTATION_DEADLINE_X'", "ROTATION_DEADLINE"},
+			"name: 'ROTATION_DEADLINE'", "name: 'ROTATION_DEADLINE_X'", "ROTATION_DEADLINE", ""},
 		{"worker runtime as setting", "app settings",
-			"name: 'LOG_FORMAT'", "name: 'FUNCTIONS_WORKER_RUNTIME'", "FUNCTIONS_WORKER_RUNTIME"},
+			"name: 'LOG_FORMAT'", "name: 'FUNCTIONS_WORKER_RUNTIME'", "FUNCTIONS_WORKER_RUNTIME", ""},
 		{"runtime not custom", "app settings",
-			"name: 'custom'", "name: 'python'", "runtime"},
+			"name: 'custom'", "name: 'python'", "runtime", ""},
 		{"function renamed", "functions",
-			"/functions/KeyNewVersionCreated'", "/functions/KeyNewVersion'", "KeyNewVersion"},
+			"/functions/KeyNewVersionCreated'", "/functions/KeyNewVersion'", "KeyNewVersion", ""},
 		{"subject prefix", "event subscription",
-			"advancedFilters: [", "subjectBeginsWith: 'cmk'\n  advancedFilters: [", "subjectBeginsWith"},
+			"advancedFilters: [", "subjectBeginsWith: 'cmk'\n  advancedFilters: [", "subjectBeginsWith", ""},
 		{"subject operator", "event subscription",
-			"operatorType: 'StringIn'", "operatorType: 'StringBeginsWith'", "StringIn"},
+			"operatorType: 'StringIn'", "operatorType: 'StringBeginsWith'", "StringIn", ""},
 		{"event type", "event subscription",
 			"var keyNewVersionCreated = 'Microsoft.KeyVault.KeyNewVersionCreated'",
-			"var keyNewVersionCreated = 'Microsoft.KeyVault.KeyNearExpiry'", "KeyNearExpiry"},
+			"var keyNewVersionCreated = 'Microsoft.KeyVault.KeyNearExpiry'", "KeyNearExpiry", ""},
 		{"filter not from the map", "event subscription",
-			"var keyNames = [for t in targets: t.keyName]", "var keyNames = ['cmk']", "keyNames"},
+			"var keyNames = [for t in targets: t.keyName]", "var keyNames = ['cmk']", "keyNames", ""},
 		{"retry shortened", "event subscription",
-			"maxDeliveryAttempts: 30", "maxDeliveryAttempts: 3", "maxDeliveryAttempts"},
+			"maxDeliveryAttempts: 30", "maxDeliveryAttempts: 3", "maxDeliveryAttempts", ""},
 		{"dead letter with a key", "event subscription",
 			"deadLetterWithResourceIdentity: {\n      identity: {\n        type: 'UserAssigned'\n        userAssignedIdentity: eventGridIdentity.id\n      }\n      deadLetterDestination",
 			"deadLetterDestination: {}\n    other: {\n      identity: {\n        type: 'UserAssigned'\n        userAssignedIdentity: eventGridIdentity.id\n      }\n      deadLetterDestination",
-			"deadLetterWithResourceIdentity"},
+			"deadLetterWithResourceIdentity", ""},
 		{"extra data action", "role definitions",
-			"'Microsoft.KeyVault/vaults/keys/read'\n", "'Microsoft.KeyVault/vaults/keys/read'\n          'Microsoft.KeyVault/vaults/keys/decrypt/action'\n", "decrypt"},
+			"'Microsoft.KeyVault/vaults/keys/read'\n", "'Microsoft.KeyVault/vaults/keys/read'\n          'Microsoft.KeyVault/vaults/keys/decrypt/action'\n", "decrypt", ""},
 		{"wildcard action", "role definitions",
 			"actions: []\n        notActions: []\n        dataActions: [\n          'Microsoft.KeyVault/vaults/keys/read'",
 			"actions: [\n          'Microsoft.KeyVault/*'\n        ]\n        notActions: []\n        dataActions: [\n          'Microsoft.KeyVault/vaults/keys/read'",
-			"Microsoft.KeyVault/*"},
+			"Microsoft.KeyVault/*", ""},
 		{"rotator gets more", "identities",
 			"principalId: hostIdentity.properties.principalId\n    principalType: 'ServicePrincipal'\n    description: 'Functions host: AzureWebJobsStorage",
 			"principalId: rotatorIdentity.properties.principalId\n    principalType: 'ServicePrincipal'\n    description: 'Functions host: AzureWebJobsStorage",
-			"storageBlobDataOwner"},
+			"storageBlobDataOwner", ""},
 		{"lock role on the account", "identities",
 			"name: guid(lockContainer.id, rotatorIdentity.id, roles.storageBlobDataContributor)\n  scope: lockContainer",
 			"name: guid(lockContainer.id, rotatorIdentity.id, roles.storageBlobDataContributor)\n  scope: deadLetterStorage",
-			"deadLetterStorage"},
+			"deadLetterStorage", ""},
 		{"lock role owner", "identities",
 			"roles.storageBlobDataContributor\n    )\n    principalId: rotatorIdentity.properties.principalId\n    principalType: 'ServicePrincipal'\n    description: 'cmkrotator: lease",
 			"roles.storageBlobDataOwner\n    )\n    principalId: rotatorIdentity.properties.principalId\n    principalType: 'ServicePrincipal'\n    description: 'cmkrotator: lease",
-			"storageBlobDataOwner"},
+			"storageBlobDataOwner", ""},
 		{"lock container in host storage", "lock container",
-			"parent: deadLetterBlobs\n  name: lockContainerName", "parent: hostBlobs\n  name: lockContainerName", "hostBlobs"},
+			"parent: deadLetterBlobs\n  name: lockContainerName", "parent: hostBlobs\n  name: lockContainerName", "hostBlobs", ""},
 		{"lock container public", "lock container",
-			"name: lockContainerName\n  properties: {\n    publicAccess: 'None'", "name: lockContainerName\n  properties: {\n    publicAccess: 'Blob'", "publicAccess"},
+			"name: lockContainerName\n  properties: {\n    publicAccess: 'None'", "name: lockContainerName\n  properties: {\n    publicAccess: 'Blob'", "publicAccess", ""},
 		{"lock setting elsewhere", "lock container",
 			"value: '${deadLetterStorage.properties.primaryEndpoints.blob}${lockContainerName}'",
-			"value: '${deadLetterStorage.properties.primaryEndpoints.blob}${deadLetterContainerName}'", "ROTATION_LOCK_CONTAINER"},
+			"value: '${deadLetterStorage.properties.primaryEndpoints.blob}${deadLetterContainerName}'", "ROTATION_LOCK_CONTAINER", ""},
 		{"lock setting missing", "app settings",
-			"name: 'ROTATION_LOCK_CONTAINER'", "name: 'ROTATION_LOCKS'", "ROTATION_LOCK_CONTAINER"},
+			"name: 'ROTATION_LOCK_CONTAINER'", "name: 'ROTATION_LOCKS'", "ROTATION_LOCK_CONTAINER", ""},
 		{"client id of the host", "identities",
-			"value: rotatorIdentity.properties.clientId", "value: hostIdentity.properties.clientId", "AZURE_CLIENT_ID"},
+			"value: rotatorIdentity.properties.clientId", "value: hostIdentity.properties.clientId", "AZURE_CLIENT_ID", ""},
 		{"purge protection off", "key vault",
-			"enablePurgeProtection: true", "enablePurgeProtection: false", "enablePurgeProtection"},
+			"enablePurgeProtection: true", "enablePurgeProtection: false", "enablePurgeProtection", ""},
 		{"EC key allowed", "key vault",
-			"  'RSA-HSM'\n])\nparam keyType", "  'RSA-HSM'\n  'EC'\n])\nparam keyType", "EC"},
+			"  'RSA-HSM'\n])\nparam keyType", "  'RSA-HSM'\n  'EC'\n])\nparam keyType", "EC", ""},
 		{"preview API version", "api versions",
-			"Microsoft.EventGrid/systemTopics@2025-02-15", "Microsoft.EventGrid/systemTopics@2023-12-15-preview", "preview"},
+			"Microsoft.EventGrid/systemTopics@2025-02-15", "Microsoft.EventGrid/systemTopics@2023-12-15-preview", "preview", ""},
+		{"older API version", "api versions",
+			"Microsoft.KeyVault/vaults@2026-05-15' =", "Microsoft.KeyVault/vaults@2025-05-01' =", "2026-05-15", ""},
+		{"key reader role name per resource group only", "role definitions",
+			"roleName: 'cmkrotator key metadata reader (${subscription().subscriptionId}, ${resourceGroup().name})'",
+			"roleName: 'cmkrotator key metadata reader (${resourceGroup().name})'", "subscriptionId", ""},
+		{"key reader role ID per resource group name only", "role definitions",
+			"var keyReaderRoleName = guid(subscription().id, resourceGroup().id, 'cmkrotator-key-metadata-reader')",
+			"var keyReaderRoleName = guid(resourceGroup().name, 'cmkrotator-key-metadata-reader')", "keyReaderRoleName", ""},
+		{"Fluid Relay role name per resource group only", "role definitions",
+			"roleName: 'cmkrotator Fluid Relay key rotator (${subscription().subscriptionId}, ${resourceGroup().name})'",
+			"roleName: 'cmkrotator Fluid Relay key rotator (${resourceGroup().name})'", "subscriptionId", "fluidrelay.bicep"},
+		{"Fluid Relay role ID without the subscription", "role definitions",
+			"var rotatorRoleName = guid(subscription().id, resourceGroup().id, 'cmkrotator-fluid-relay-key-rotator')",
+			"var rotatorRoleName = guid(resourceGroup().name, 'cmkrotator-fluid-relay-key-rotator')", "rotatorRoleName", "fluidrelay.bicep"},
+		{"Fluid Relay role assignable everywhere", "role definitions",
+			"assignableScopes: [\n      resourceGroup().id\n    ]", "assignableScopes: [\n      subscription().id\n    ]", "assignable", "fluidrelay.bicep"},
+		{"Blob Data Owner ID", "identities",
+			"storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'", "storageBlobDataOwner: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'", "storageBlobDataOwner", ""},
+		{"Blob Data Contributor ID", "identities",
+			"storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'", "storageBlobDataContributor: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'", "storageBlobDataContributor", ""},
+		{"Metrics Publisher ID", "identities",
+			"monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'", "monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055ec'", "monitoringMetricsPublisher", ""},
+		{"Crypto Service Encryption User ID", "identities",
+			"keyVaultCryptoServiceEncryptionUser: 'e147488a-f6f5-4113-8e2d-b22465e65bf6'", "keyVaultCryptoServiceEncryptionUser: '12338af0-0e69-4776-bea7-57ae8d297424'", "keyVaultCryptoServiceEncryptionUser", ""},
+		{"Data Sender ID", "identities",
+			"eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'", "eventGridDataSender: '1d8c3fe3-8864-474b-8749-01e3783e8157'", "eventGridDataSender", ""},
+		{"Data Receiver ID", "identities",
+			"eventGridDataReceiver: '78cbd9e7-9798-4e2e-9b5a-547d9ebb31fb'", "eventGridDataReceiver: 'a638d3c7-ab3a-418d-83e6-5f17a39d4fde'", "eventGridDataReceiver", ""},
+		{"unknown built-in role", "identities",
+			"  eventGridDataReceiver: '78cbd9e7", "  keyVaultReader: '21090545-7ca7-4776-b22c-e363652d74d2'\n  eventGridDataReceiver: '78cbd9e7", "keyVaultReader", ""},
+		{"pull subscription event type", "event subscription",
+			"filtersConfiguration: {\n      includedEventTypes: [\n        keyNewVersionCreated\n      ]",
+			"filtersConfiguration: {\n      includedEventTypes: [\n        'Microsoft.KeyVault.KeyNearExpiry'\n      ]", "filtersConfiguration", ""},
+		{"pull subscription without event type", "event subscription",
+			"filtersConfiguration: {\n      includedEventTypes: [\n        keyNewVersionCreated\n      ]\n    }",
+			"filtersConfiguration: {}", "filtersConfiguration", ""},
+		{"pull subscription pushes", "event subscription",
+			"deliveryMode: 'Queue'", "deliveryMode: 'Push'", "Queue", ""},
+		{"Fluid Relay module in this resource group", "fluid relay",
+			"scope: resourceGroup(fluidRelayResourceGroup)", "scope: resourceGroup()", "resourceGroup(fluidRelayResourceGroup)", ""},
+		{"Fluid Relay module without scope", "fluid relay",
+			"  scope: resourceGroup(fluidRelayResourceGroup)\n", "", "resourceGroup(fluidRelayResourceGroup)", ""},
+		{"rotator reads dead letters", "identities",
+			"resource eventGridDeadLetterAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {\n  name: guid(deadLetterContainer.id, eventGridIdentity.id, roles.storageBlobDataContributor)\n  scope: deadLetterContainer\n  properties: {\n    roleDefinitionId: subscriptionResourceId(\n      'Microsoft.Authorization/roleDefinitions',\n      roles.storageBlobDataContributor\n    )\n    principalId: eventGridIdentity.properties.principalId",
+			"resource eventGridDeadLetterAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {\n  name: guid(deadLetterContainer.id, eventGridIdentity.id, roles.storageBlobDataContributor)\n  scope: deadLetterContainer\n  properties: {\n    roleDefinitionId: subscriptionResourceId(\n      'Microsoft.Authorization/roleDefinitions',\n      roles.storageBlobDataContributor\n    )\n    principalId: rotatorIdentity.properties.principalId",
+			"deadLetterContainer", ""},
+		{"platform setting deployed", "app settings",
+			"name: 'LOG_FORMAT'", "name: 'FUNCTIONS_CUSTOMHANDLER_PORT'", "FUNCTIONS_CUSTOMHANDLER_PORT", ""},
 	}
 
 	base := loadDeployment(t)
 	in := loadRepo(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if !strings.Contains(base.main, tt.old) {
-				t.Fatalf("main.bicep does not contain %q; update the test", tt.old)
+			src, name := base.main, "main.bicep"
+			if tt.file != "" {
+				src, name = base.modules[tt.file], "modules/"+tt.file
+			}
+			if !strings.Contains(src, tt.old) {
+				t.Fatalf("%s does not contain %q; update the test", name, tt.old)
 			}
 			d := *base
-			d.main = strings.Replace(base.main, tt.old, tt.new, 1)
+			mutated := strings.Replace(src, tt.old, tt.new, 1)
+			if tt.file == "" {
+				d.main = mutated
+			} else {
+				d.modules = maps.Clone(base.modules)
+				d.modules[tt.file] = mutated
+			}
 			d.resources = nil
 			d.index()
 			if d.err != nil {
@@ -243,6 +334,7 @@ type check struct {
 
 var checks = []check{
 	{"app settings", checkAppSettings},
+	{"settings example", checkSettingsExample},
 	{"functions", checkFunctions},
 	{"event subscription", checkEventSubscription},
 	{"role definitions", checkRoleDefinitions},
@@ -266,8 +358,9 @@ func runCheck(t *testing.T, name string, d *deployment, in repo) []string {
 	return nil
 }
 
-// checkAppSettings: every setting the binary reads is set; the runtime is
-// the custom handler, declared where Flex Consumption wants it.
+// checkAppSettings: every setting the binary reads is set, save those
+// notDeployed names, which must not be; the runtime is the custom handler,
+// declared where Flex Consumption wants it.
 func checkAppSettings(d *deployment, in repo) []string {
 	var problems []string
 	set, err := d.appSettings()
@@ -275,17 +368,17 @@ func checkAppSettings(d *deployment, in repo) []string {
 		return []string{err.Error()}
 	}
 
-	for _, name := range in.settings {
-		if name == "ROTATION_TARGETS" || name == "ROTATION_TARGETS_FILE" {
-			continue
-		}
-		if !set[name] {
+	for name, ok := range required(in.settings, set) {
+		if !ok {
 			problems = append(problems, fmt.Sprintf("app setting %s is read by the binary but not set", name))
 		}
 	}
-	if !set["ROTATION_TARGETS"] && !set["ROTATION_TARGETS_FILE"] {
-		problems = append(problems, "neither ROTATION_TARGETS nor ROTATION_TARGETS_FILE is set")
+	for name, why := range notDeployed {
+		if set[name] {
+			problems = append(problems, fmt.Sprintf("app setting %s must not be set: %s", name, why))
+		}
 	}
+	sort.Strings(problems)
 	if !set["AzureWebJobsStorage__accountName"] {
 		problems = append(problems, "host storage (AzureWebJobsStorage__accountName) is not set")
 	}
@@ -301,6 +394,20 @@ func checkAppSettings(d *deployment, in repo) []string {
 	if !ok || scalar(runtime, "name") != "'custom'" {
 		problems = append(problems, "functionAppConfig.runtime.name is not 'custom'")
 	}
+	return problems
+}
+
+// checkSettingsExample: local.settings.json.example, the settings of a run
+// under the Functions host on a workstation, lists every setting the binary
+// reads, save those notDeployed names.
+func checkSettingsExample(d *deployment, in repo) []string {
+	var problems []string
+	for name, ok := range required(in.settings, in.example) {
+		if !ok {
+			problems = append(problems, fmt.Sprintf("local.settings.json.example does not list %s, which the binary reads", name))
+		}
+	}
+	sort.Strings(problems)
 	return problems
 }
 
@@ -389,6 +496,27 @@ func checkEventSubscription(d *deployment, in repo) []string {
 			p("deadLetterWithResourceIdentity needs a user-assigned identity and a StorageBlob destination")
 		}
 	}
+
+	// Pull delivery: the namespace topic gets what the forwarding
+	// subscription above filters; its queue subscription keeps the same
+	// event type only.
+	pulls := d.all("Microsoft.EventGrid/namespaces/topics/eventSubscriptions")
+	if len(pulls) == 0 {
+		problems = append(problems, "no Event Grid namespace topic subscription for pull delivery")
+	}
+	for _, s := range pulls {
+		p := func(format string, a ...any) {
+			problems = append(problems, s.Symbol+": "+fmt.Sprintf(format, a...))
+		}
+		filters, _ := d.resolveBlock(s.Body, "filtersConfiguration")
+		types, _ := list(filters, "includedEventTypes")
+		if types = d.resolveItems(types); !slices.Equal(types, []string{in.eventType}) {
+			p("filtersConfiguration.includedEventTypes is %q, want [%q]", types, in.eventType)
+		}
+		if dc, _ := block(s.Body, "deliveryConfiguration"); scalar(dc, "deliveryMode") != "'Queue'" {
+			p("deliveryConfiguration.deliveryMode is %s, want 'Queue' (cmkrotator pull receives from a queue subscription)", scalar(dc, "deliveryMode"))
+		}
+	}
 	return problems
 }
 
@@ -447,6 +575,22 @@ func checkRoleDefinitions(d *deployment, in repo) []string {
 		}
 		seen[key] = true
 
+		if raw := scalar(r.Body, "roleName"); !strings.Contains(raw, "${subscription().subscriptionId}") ||
+			!strings.Contains(raw, "${resourceGroup().name}") {
+			problems = append(problems, fmt.Sprintf("role %q: roleName %s must include ${subscription().subscriptionId} and ${resourceGroup().name}: "+
+				"custom role names are unique in the tenant, and resource groups of one name exist in many subscriptions", key, raw))
+		}
+		idVar := scalar(r.Body, "name")
+		src := d.main
+		if r.File != "main.bicep" {
+			src = d.modules[strings.TrimPrefix(r.File, "modules/")]
+		}
+		if id, ok := varValue(src, idVar); !ok || !strings.HasPrefix(id, "guid(") ||
+			!strings.Contains(id, "subscription().id") && !strings.Contains(id, "subscription().subscriptionId") ||
+			!strings.Contains(id, "resourceGroup().id") && !strings.Contains(id, "resourceGroup().name") {
+			problems = append(problems, fmt.Sprintf("role %q: its ID %s = %s is not a guid() of the subscription and the resource group", key, idVar, id))
+		}
+
 		got := permissionsOf(r.Body)
 		if !got.equal(want[key]) {
 			problems = append(problems, fmt.Sprintf("role %q grants %+v, want exactly %+v", key, got, want[key]))
@@ -466,7 +610,9 @@ func checkRoleDefinitions(d *deployment, in repo) []string {
 }
 
 // checkIdentities: the rotator identity is AZURE_CLIENT_ID and holds exactly
-// four grants (three here, one in the Fluid Relay module); Fluid Relay's identity holds the crypto role on the keys.
+// three grants (two here, one in the Fluid Relay module); Fluid Relay's
+// identity holds the crypto role on the keys; every built-in role is named
+// by the ID Azure publishes.
 func checkIdentities(d *deployment, in repo) []string {
 	var problems []string
 	if v := d.settingValue("AZURE_CLIENT_ID"); v != "rotatorIdentity.properties.clientId" {
@@ -475,7 +621,6 @@ func checkIdentities(d *deployment, in repo) []string {
 
 	got := d.grants("rotatorIdentity.properties.principalId")
 	want := []grant{
-		{Scope: "deadLetterContainer", Role: "roles.storageBlobDataContributor"},
 		{Scope: "keys[i]", Role: "keyReaderRoleName"},
 		{Scope: "lockContainer", Role: "roles.storageBlobDataContributor"},
 	}
@@ -495,25 +640,37 @@ func checkIdentities(d *deployment, in repo) []string {
 		problems = append(problems, fmt.Sprintf("Fluid Relay CMK identity grants are %+v, want %+v", cmk, want))
 	}
 
-	roles, _ := varValue(d.main, "roles")
-	for name, id := range map[string]string{
-		"storageBlobDataContributor":          roleStorageBlobDataContributor,
-		"keyVaultCryptoServiceEncryptionUser": roleKeyVaultCryptoServiceEncryptionUser,
-	} {
-		if scalar(roles, name) != "'"+id+"'" {
-			problems = append(problems, fmt.Sprintf("roles.%s is not the built-in role %s", name, id))
+	roles, ok := varValue(d.main, "roles")
+	if !ok {
+		return append(problems, "main.bicep has no var roles")
+	}
+	declared := regexp.MustCompile(`(?m)^\s*(\w+):\s*'([^']*)'`).FindAllStringSubmatch(roles, -1)
+	if len(declared) == 0 {
+		problems = append(problems, "var roles names no built-in role")
+	}
+	for _, m := range declared {
+		switch want, known := builtInRoles[m[1]]; {
+		case !known:
+			problems = append(problems, fmt.Sprintf("roles.%s (%s) is not a built-in role this test knows; check its ID and add it to builtInRoles", m[1], m[2]))
+		case m[2] != want:
+			problems = append(problems, fmt.Sprintf("roles.%s is %s, want the built-in role's ID %s", m[1], m[2], want))
 		}
 	}
 	return problems
 }
 
-// checkFluidRelay: a created server follows the CMK documentation's payload.
+// checkFluidRelay: the module deploys into the servers' resource group, and
+// a created server follows the CMK documentation's payload.
 func checkFluidRelay(d *deployment, in repo) []string {
+	var problems []string
+	if scope := scalar(d.moduleBody("fluidRelay"), "scope"); scope != "resourceGroup(fluidRelayResourceGroup)" {
+		problems = append(problems, fmt.Sprintf("the Fluid Relay module's scope is %q, want resourceGroup(fluidRelayResourceGroup): "+
+			"its custom role is created and assigned where the servers are", scope))
+	}
 	s, ok := d.one("Microsoft.FluidRelay/fluidRelayServers")
 	if !ok {
-		return []string{"no Microsoft.FluidRelay/fluidRelayServers resource"}
+		return append(problems, "no Microsoft.FluidRelay/fluidRelayServers resource")
 	}
-	var problems []string
 	identity, _ := block(s.Body, "identity")
 	if scalar(identity, "type") != "'UserAssigned'" || !strings.Contains(identity, "'${cmkIdentityId}': {}") {
 		problems = append(problems, "server identity must be UserAssigned with the CMK identity")
@@ -646,12 +803,44 @@ func checkDeployDocs(d *deployment, in repo) []string {
 	if !strings.Contains(string(doc), build) {
 		problems = append(problems, fmt.Sprintf("docs/deploy.md does not build with %q", build))
 	}
-	if !strings.Contains(string(doc), "subscribeEvents=true") {
-		problems = append(problems, "docs/deploy.md does not say to deploy again with subscribeEvents=true")
+	if !strings.Contains(string(doc), "param subscribeEvents = true") {
+		problems = append(problems, "docs/deploy.md does not say to set param subscribeEvents = true in the parameter file")
 	}
 	if !strings.Contains(string(doc), "ROTATION_LOCK_CONTAINER") {
 		problems = append(problems, "docs/deploy.md does not explain ROTATION_LOCK_CONTAINER")
 	}
+	return append(problems, checkDocAPIVersions(string(doc))...)
+}
+
+// checkDocAPIVersions: the table in docs/deploy.md, "Resource API
+// versions", names for each resource type the version apiVersions checks.
+// A row's first cell lists types, the first in full and the others
+// relative to its namespace ("Microsoft.Web/serverfarms, sites").
+func checkDocAPIVersions(doc string) []string {
+	_, section, ok := strings.Cut(doc, "## Resource API versions")
+	if !ok {
+		return []string{`docs/deploy.md has no "Resource API versions" section`}
+	}
+	documented := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^\| (Microsoft\.[^|]+?) \| ([0-9-]+(?:-preview)?) \|`).FindAllStringSubmatch(section, -1) {
+		types := strings.Split(m[1], ", ")
+		namespace, _, _ := strings.Cut(types[0], "/")
+		for _, t := range types {
+			if !strings.HasPrefix(t, "Microsoft.") {
+				t = namespace + "/" + t
+			}
+			documented[t] = m[2]
+		}
+	}
+	var problems []string
+	for typ, want := range apiVersions {
+		if got, ok := documented[typ]; !ok {
+			problems = append(problems, fmt.Sprintf("docs/deploy.md lists no API version for %s", typ))
+		} else if got != want {
+			problems = append(problems, fmt.Sprintf("docs/deploy.md lists %s at %s, the template uses %s", typ, got, want))
+		}
+	}
+	sort.Strings(problems)
 	return problems
 }
 
@@ -667,35 +856,27 @@ type function struct {
 
 type repo struct {
 	functions  []function
-	settings   []string
+	settings   []string        // every environment variable function/*.go reads
+	example    map[string]bool // the names local.settings.json.example lists
 	eventType  string
 	executable string
 }
 
 func loadRepo(t *testing.T) repo {
 	t.Helper()
-	r := repo{functions: defaultFunctions, eventType: defaultEventType, executable: "cmkrotator"}
-
-	fs, err := readFunctions()
-	if err != nil {
+	r := repo{eventType: rotation.TypeKeyNewVersionCreated}
+	var err error
+	if r.functions, err = readFunctions(); err != nil {
 		t.Fatalf("read function folders: %v", err)
 	}
-	if len(fs) > 0 {
-		r.functions = fs
+	if r.settings, err = readSettings(filepath.Join(repoRoot, "function")); err != nil {
+		t.Fatalf("read the settings the binary reads: %v", err)
 	}
-
-	r.settings, err = readSettings()
-	if err != nil {
+	if r.example, err = readExample(filepath.Join(repoRoot, "local.settings.json.example")); err != nil {
 		t.Fatalf("read local.settings.json.example: %v", err)
 	}
-
-	if et := readEventType(); et != "" {
-		r.eventType = et
-	}
-	if exe, err := readExecutable(); err != nil {
+	if r.executable, err = readExecutable(); err != nil {
 		t.Fatalf("read host.json: %v", err)
-	} else if exe != "" {
-		r.executable = exe
 	}
 	return r
 }
@@ -704,6 +885,9 @@ func readFunctions() ([]function, error) {
 	paths, err := filepath.Glob(filepath.Join(repoRoot, "*", "function.json"))
 	if err != nil {
 		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("no */function.json under %s", repoRoot)
 	}
 	var fs []function
 	for _, p := range paths {
@@ -733,11 +917,114 @@ func readFunctions() ([]function, error) {
 	return fs, nil
 }
 
-func readSettings() ([]string, error) {
-	data, err := os.ReadFile(filepath.Join(repoRoot, "local.settings.json.example"))
-	if errors.Is(err, os.ErrNotExist) {
-		return defaultSettings, nil
+// readSettings returns, sorted, the environment variables the Go sources
+// in dir (tests aside) read: the names given to getenv (the parameter
+// settings.go passes around, or an env's getenv field), os.Getenv and
+// os.LookupEnv. A name that is not a string literal or a string constant
+// of the package is an error, since the deployment could not be checked
+// against it.
+func readSettings(dir string) ([]string, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		return nil, err
 	}
+	fset := token.NewFileSet()
+	var files []*ast.File
+	for _, p := range paths {
+		if strings.HasSuffix(p, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, p, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return nil, fmt.Errorf("parse: %w", err)
+		}
+		files = append(files, f)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no Go sources in %s", dir)
+	}
+
+	consts := map[string]string{}
+	for _, f := range files {
+		for _, decl := range f.Decls {
+			gd, ok := decl.(*ast.GenDecl)
+			if !ok || gd.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, name := range vs.Names {
+					if i < len(vs.Values) {
+						if v, ok := stringLit(vs.Values[i]); ok {
+							consts[name.Name] = v
+						}
+					}
+				}
+			}
+		}
+	}
+
+	seen := map[string]bool{}
+	var errs []error
+	for _, f := range files {
+		ast.Inspect(f, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || !isEnvLookup(call.Fun) {
+				return true
+			}
+			if len(call.Args) != 1 {
+				errs = append(errs, fmt.Errorf("%s: environment lookup with %d arguments", fset.Position(call.Pos()), len(call.Args)))
+				return true
+			}
+			name, ok := stringLit(call.Args[0])
+			if id, isIdent := call.Args[0].(*ast.Ident); !ok && isIdent {
+				name, ok = consts[id.Name]
+			}
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s: environment lookup of a computed name; read settings by literal names", fset.Position(call.Pos())))
+				return true
+			}
+			seen[name] = true
+			return true
+		})
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if len(seen) == 0 {
+		return nil, fmt.Errorf("no environment lookup in %s", dir)
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
+}
+
+// isEnvLookup reports whether fun names a function that reads one
+// environment variable: getenv, x.getenv, os.Getenv or os.LookupEnv.
+func isEnvLookup(fun ast.Expr) bool {
+	switch f := fun.(type) {
+	case *ast.Ident:
+		return f.Name == "getenv"
+	case *ast.SelectorExpr:
+		if f.Sel.Name == "getenv" {
+			return true
+		}
+		pkg, ok := f.X.(*ast.Ident)
+		return ok && pkg.Name == "os" && (f.Sel.Name == "Getenv" || f.Sel.Name == "LookupEnv")
+	}
+	return false
+}
+
+func stringLit(e ast.Expr) (string, bool) {
+	lit, ok := e.(*ast.BasicLit)
+	if !ok || lit.Kind != token.STRING {
+		return "", false
+	}
+	v, err := strconv.Unquote(lit.Value)
+	return v, err == nil
+}
+
+// readExample returns the names under Values in a local.settings.json.
+func readExample(path string) (map[string]bool, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -747,37 +1034,15 @@ func readSettings() ([]string, error) {
 	if err := json.Unmarshal(data, &ls); err != nil {
 		return nil, fmt.Errorf("decode: %w", err)
 	}
-	var names []string
+	names := map[string]bool{}
 	for k := range ls.Values {
-		if !notDeployed[k] {
-			names = append(names, k)
-		}
+		names[k] = true
 	}
-	sort.Strings(names)
 	return names, nil
-}
-
-// readEventType finds the rotation package's name for the event it acts on.
-func readEventType() string {
-	paths, _ := filepath.Glob(filepath.Join(repoRoot, "rotation", "*.go"))
-	re := regexp.MustCompile(`TypeKeyNewVersionCreated\s*=\s*"([^"]+)"`)
-	for _, p := range paths {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		if m := re.FindSubmatch(data); m != nil {
-			return string(m[1])
-		}
-	}
-	return ""
 }
 
 func readExecutable() (string, error) {
 	data, err := os.ReadFile(filepath.Join(repoRoot, "host.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
 	if err != nil {
 		return "", err
 	}
@@ -790,6 +1055,9 @@ func readExecutable() (string, error) {
 	}
 	if err := json.Unmarshal(data, &h); err != nil {
 		return "", fmt.Errorf("decode: %w", err)
+	}
+	if h.CustomHandler.Description.DefaultExecutablePath == "" {
+		return "", errors.New("no customHandler.description.defaultExecutablePath")
 	}
 	return h.CustomHandler.Description.DefaultExecutablePath, nil
 }
@@ -959,8 +1227,8 @@ func (d *deployment) grants(principal string) []grant {
 	return gs
 }
 
-// moduleParams returns the params block of a module declaration.
-func (d *deployment) moduleParams(sym string) string {
+// moduleBody returns the body of a module declaration in main.bicep.
+func (d *deployment) moduleBody(sym string) string {
 	re := regexp.MustCompile(`(?m)^module\s+` + sym + `\s+'[^']+'\s*=`)
 	loc := re.FindStringIndex(d.main)
 	if loc == nil {
@@ -974,7 +1242,12 @@ func (d *deployment) moduleParams(sym string) string {
 	if err != nil {
 		return ""
 	}
-	p, _ := block(d.main[loc[1]+open:end+1], "params")
+	return d.main[loc[1]+open : end+1]
+}
+
+// moduleParams returns the params block of a module declaration.
+func (d *deployment) moduleParams(sym string) string {
+	p, _ := block(d.moduleBody(sym), "params")
 	return p
 }
 
@@ -1220,4 +1493,177 @@ func unquote(s string) string {
 // flatten joins a multi-line call into one line.
 func flatten(s string) string {
 	return regexp.MustCompile(`\(\s+`).ReplaceAllString(regexp.MustCompile(`\s*\n\s*`).ReplaceAllString(s, " "), "(")
+}
+
+// TestSettingsFromSources: the settings checked are the ones the binary's
+// sources read, so a new lookup there is caught by both setting checks,
+// and sources that cannot be followed fail instead of passing.
+func TestSettingsFromSources(t *testing.T) {
+	d := loadDeployment(t)
+	base := loadRepo(t)
+	for _, check := range []string{"app settings", "settings example"} {
+		if got := runCheck(t, check, d, base); len(got) != 0 {
+			t.Fatalf("check %q on the repository: got %q, want no problem", check, got)
+		}
+	}
+
+	tests := []struct {
+		name string
+		src  string // an extra file among copies of function/*.go
+		want string // a setting both checks must report missing
+	}{
+		{"getenv parameter", `package main
+
+func newSetting(getenv func(string) string) string { return getenv("ROTATION_NEW_SETTING") }
+`, "ROTATION_NEW_SETTING"},
+		{"env field", `package main
+
+func (e env) newSetting() string { return e.getenv("ROTATION_FIELD_SETTING") }
+`, "ROTATION_FIELD_SETTING"},
+		{"os.LookupEnv of a constant", `package main
+
+import "os"
+
+const settingName = "ROTATION_CONST_SETTING"
+
+func newSetting() (string, bool) { return os.LookupEnv(settingName) }
+`, "ROTATION_CONST_SETTING"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := copySources(t)
+			if err := os.WriteFile(filepath.Join(dir, "zz_new.go"), []byte(tt.src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			settings, err := readSettings(dir)
+			if err != nil {
+				t.Fatalf("readSettings: %v", err)
+			}
+			if !slices.Contains(settings, tt.want) {
+				t.Fatalf("got settings %q, want them to include %s", settings, tt.want)
+			}
+			in := base
+			in.settings = settings
+			for _, check := range []string{"app settings", "settings example"} {
+				got := runCheck(t, check, d, in)
+				if !slices.ContainsFunc(got, func(p string) bool { return strings.Contains(p, tt.want) }) {
+					t.Errorf("check %q: got %q, want a problem naming %s", check, got, tt.want)
+				}
+			}
+		})
+	}
+
+	t.Run("platform setting read", func(t *testing.T) {
+		dir := copySources(t)
+		src := "package main\n\nfunc header(getenv func(string) string) string { return getenv(\"IDENTITY_HEADER\") }\n"
+		if err := os.WriteFile(filepath.Join(dir, "zz_new.go"), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		settings, err := readSettings(dir)
+		if err != nil {
+			t.Fatalf("readSettings: %v", err)
+		}
+		in := base
+		in.settings = settings
+		for _, check := range []string{"app settings", "settings example"} {
+			if got := runCheck(t, check, d, in); len(got) != 0 {
+				t.Errorf("check %q: got %q, want none: %s is not deployed", check, got, "IDENTITY_HEADER")
+			}
+		}
+	})
+
+	t.Run("example misses a setting", func(t *testing.T) {
+		in := base
+		in.example = maps.Clone(base.example)
+		delete(in.example, "ROTATION_LOCK_CONTAINER")
+		got := runCheck(t, "settings example", d, in)
+		if !slices.ContainsFunc(got, func(p string) bool { return strings.Contains(p, "ROTATION_LOCK_CONTAINER") }) {
+			t.Errorf("got %q, want a problem naming ROTATION_LOCK_CONTAINER", got)
+		}
+	})
+
+	t.Run("example misses both alternatives", func(t *testing.T) {
+		in := base
+		in.example = maps.Clone(base.example)
+		delete(in.example, "ROTATION_TARGETS")
+		delete(in.example, "ROTATION_TARGETS_FILE")
+		got := runCheck(t, "settings example", d, in)
+		if !slices.ContainsFunc(got, func(p string) bool { return strings.Contains(p, "ROTATION_TARGETS or ROTATION_TARGETS_FILE") }) {
+			t.Errorf("got %q, want a problem naming ROTATION_TARGETS or ROTATION_TARGETS_FILE", got)
+		}
+	})
+
+	for _, tt := range []struct {
+		name string
+		src  string // "" leaves the folder without Go sources
+		want string
+	}{
+		{"no sources", "", "no Go sources"},
+		{"computed name", "package main\n\nfunc read(getenv func(string) string, n string) string { return getenv(n) }\n", "computed name"},
+		{"unparsable", "package main\n\nfunc (", "parse"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.src != "" {
+				dir = copySources(t)
+				if err := os.WriteFile(filepath.Join(dir, "zz_new.go"), []byte(tt.src), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := readSettings(dir)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("readSettings: got %q, %v; want an error mentioning %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// copySources copies function/*.go, tests aside, to a new folder.
+func copySources(t *testing.T) string {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(repoRoot, "function", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, p := range paths {
+		if strings.HasSuffix(p, "_test.go") {
+			continue
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(p)), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// TestDocAPIVersions: the documented table must follow the versions the
+// template uses.
+func TestDocAPIVersions(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "docs", "deploy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(data)
+	if got := checkDocAPIVersions(doc); len(got) != 0 {
+		t.Fatalf("docs/deploy.md: got %q, want no problem", got)
+	}
+	for _, tt := range []struct{ name, old, new, want string }{
+		{"stale version", "| Microsoft.KeyVault/vaults, vaults/keys | 2026-05-15 |", "| Microsoft.KeyVault/vaults, vaults/keys | 2025-05-01 |", "Microsoft.KeyVault/vaults/keys at 2025-05-01"},
+		{"type left out", "| Microsoft.Web/serverfarms, sites |", "| Microsoft.Web/serverfarms |", "no API version for Microsoft.Web/sites"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(doc, tt.old) {
+				t.Fatalf("docs/deploy.md does not contain %q; update the test", tt.old)
+			}
+			got := checkDocAPIVersions(strings.Replace(doc, tt.old, tt.new, 1))
+			if !slices.ContainsFunc(got, func(p string) bool { return strings.Contains(p, tt.want) }) {
+				t.Errorf("got %q, want a problem mentioning %q", got, tt.want)
+			}
+		})
+	}
 }

@@ -6,8 +6,8 @@
 //   - two user-assigned identities on the app: "host" for the Functions host's
 //     own storage and telemetry, and "rotator" (AZURE_CLIENT_ID) for the
 //     product, which may only read and write the subscribed Fluid Relay
-//     servers, read the metadata of the mapped keys and use the dead-letter
-//     and lock containers;
+//     servers, read the metadata of the mapped keys and lease the rotation
+//     locks;
 //   - the Key Vault (RBAC, soft delete, purge protection) and RSA keys with a
 //     rotation policy, or references to existing ones in this resource group;
 //   - a user-assigned identity for Fluid Relay's CMK with "Key Vault Crypto
@@ -22,7 +22,8 @@
 // The Key Vault, the CMK identity and the Fluid Relay server share one region
 // (location) and the deployment's tenant. The event subscription needs the
 // function code to be published first: deploy with subscribeEvents = false,
-// publish, then deploy again with subscribeEvents = true.
+// publish, then set subscribeEvents = true in the parameter file and keep it
+// there, so that every later deployment updates the subject filter.
 
 targetScope = 'resourceGroup'
 
@@ -111,7 +112,7 @@ param fluidRelayStorageSku string = 'standard'
 @description('Name of the Event Grid system topic on the vault. A vault has at most one system topic: if it already has one, give its name here.')
 param systemTopicName string = 'evgt-${keyVaultName}'
 
-@description('Create the Event Grid subscription to the KeyNewVersionCreated function. Event Grid checks that the function exists, so publish the code before setting this to true.')
+@description('Create or update the Event Grid subscription to the KeyNewVersionCreated function. Event Grid checks that the function exists, so publish the code before setting this to true; then keep it true, or later deployments leave the subscription\'s subject filter as it was.')
 param subscribeEvents bool = false
 
 @description('Also forward key events to an Event Grid namespace topic with a queue subscription, for pull delivery.')
@@ -243,14 +244,16 @@ var roles = {
   eventGridDataReceiver: '78cbd9e7-9798-4e2e-9b5a-547d9ebb31fb'
 }
 
+// A custom role's name must be unique in the tenant: its name and its ID both
+// include the subscription and the resource group, so that resource groups of
+// the same name in two subscriptions of one tenant get roles of their own.
 var keyReaderRoleName = guid(subscription().id, resourceGroup().id, 'cmkrotator-key-metadata-reader')
 
 // ---------------------------------------------------------------------------
 // Identities
 
 // The product's identity (AZURE_CLIENT_ID). Its only grants: the Fluid Relay
-// custom role, key metadata read on the mapped keys, the dead-letter and lock
-// containers.
+// custom role, key metadata read on the mapped keys, the lock container.
 resource rotatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
   name: 'id-${name}-rotator'
   location: appLocation
@@ -357,12 +360,13 @@ resource keys 'Microsoft.KeyVault/vaults/keys@2026-05-15' existing = [
 ]
 
 // Exactly the data action azkeys GetKey and the version listing need. No
-// built-in role is this narrow: Key Vault Reader also reads secret and
-// certificate metadata (docs/deploy.md, "Permissions").
+// built-in role is this narrow: Key Vault Reader adds control-plane actions
+// and the metadata of secrets and certificates, Key Vault Crypto Service
+// Encryption User adds wrap and unwrap (docs/deploy.md, "Permissions").
 resource keyReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: keyReaderRoleName
   properties: {
-    roleName: 'cmkrotator key metadata reader (${resourceGroup().name})'
+    roleName: 'cmkrotator key metadata reader (${subscription().subscriptionId}, ${resourceGroup().name})'
     description: 'Read the properties and public part of Key Vault keys. No cryptographic operation, no secret, no certificate.'
     type: 'CustomRole'
     assignableScopes: [
@@ -420,7 +424,7 @@ resource cmkKeyAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [
 // ---------------------------------------------------------------------------
 // Storage: host storage (Functions host and deployment package) and a
 // separate account for dead letters and rotation locks, so that the rotator's
-// blob access is those two containers and nothing else.
+// blob access is the lock container and nothing else.
 
 resource hostStorage 'Microsoft.Storage/storageAccounts@2026-09-01' = {
   name: 'st${token}'
@@ -509,19 +513,10 @@ resource hostStorageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' 
   }
 }
 
-resource rotatorDeadLetterAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(deadLetterContainer.id, rotatorIdentity.id, roles.storageBlobDataContributor)
-  scope: deadLetterContainer
-  properties: {
-    roleDefinitionId: subscriptionResourceId(
-      'Microsoft.Authorization/roleDefinitions',
-      roles.storageBlobDataContributor
-    )
-    principalId: rotatorIdentity.properties.principalId
-    principalType: 'ServicePrincipal'
-    description: 'cmkrotator: read and clear dead-lettered key events'
-  }
-}
+// The rotator has no access to the dead-letter container: nothing running as
+// it reads dead letters (POST /api/replay takes the events in its body), and
+// whoever runs cmkrotator replay --dead-letter does so with their own
+// credential (docs/operations.md, "Replay dead-lettered events").
 
 resource rotatorLockAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(lockContainer.id, rotatorIdentity.id, roles.storageBlobDataContributor)

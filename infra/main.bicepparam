@@ -30,8 +30,12 @@ param targets = [
 param createFluidRelayServer = true
 param fluidRelayStorageSku = 'standard'
 
-// First deployment: false. After publishing the code, deploy again with
-//   --parameters subscribeEvents=true
+// The Event Grid subscription to the KeyNewVersionCreated function. Event Grid
+// refuses to subscribe a function that does not exist: keep false for the
+// first deployment, publish the code, then set true here and deploy again.
+// Leave it true afterwards: every later deployment then updates the subject
+// filter from targets, while with false the subscription is skipped and keeps
+// its old filter.
 param subscribeEvents = false
 
 param enablePullDelivery = false

@@ -33,12 +33,14 @@ param keyEncryptionKeyUrl string = ''
 ])
 param storageSku string = 'standard'
 
+// A custom role's name must be unique in the tenant: its name and its ID both
+// include the subscription and the resource group (see main.bicep).
 var rotatorRoleName = guid(subscription().id, resourceGroup().id, 'cmkrotator-fluid-relay-key-rotator')
 
 resource rotatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: rotatorRoleName
   properties: {
-    roleName: 'cmkrotator Fluid Relay key rotator (${resourceGroup().name})'
+    roleName: 'cmkrotator Fluid Relay key rotator (${subscription().subscriptionId}, ${resourceGroup().name})'
     description: 'Read Fluid Relay servers and update their customer-managed key version. Nothing else.'
     type: 'CustomRole'
     assignableScopes: [
