@@ -112,9 +112,13 @@ func Republish(ctx context.Context, c *azeventgrid.Client, data []byte, opts *Re
 			_, err = c.PublishEvents(ctx, events, nil)
 		}
 		if err != nil {
-			op := fmt.Sprintf("publish %s events: none of %d sent", saved.schema, total)
+			what := "Event Grid schema events"
+			if saved.schema == rotation.SchemaCloudEvents {
+				what = "CloudEvents"
+			}
+			op := fmt.Sprintf("publish %s: none of %d sent", what, total)
 			if res.Sent > 0 {
-				op = fmt.Sprintf("publish %s events: %d of %d sent, the rest not", saved.schema, res.Sent, total)
+				op = fmt.Sprintf("publish %s: %d of %d sent, the rest not", what, res.Sent, total)
 			}
 			return res, classify(op, err)
 		}
@@ -184,14 +188,12 @@ func decodeSaved(data []byte) (saved, error) {
 				}
 			}
 		}
-		id, _ := envelopeID(raw)
-		s.bad = append(s.bad, UnsentEvent{Index: i, ID: id, Reason: err.Error()})
+		s.bad = append(s.bad, UnsentEvent{Index: i, ID: envelopeID(raw), Reason: err.Error()})
 	}
 	switch {
 	case len(grid) > 0 && len(cloud) > 0:
-		return s, fmt.Errorf("decode saved events: %w, %d in the Event Grid schema and %d CloudEvents, "+
-			"but a topic takes one schema: nothing sent; republish each schema to a topic of its own",
-			ErrMixedSchemas, len(grid), len(cloud))
+		return s, fmt.Errorf("decode saved events: %w (%d Event Grid, %d CloudEvents), but a topic takes one: "+
+			"nothing sent; republish each schema to a topic of its own", ErrMixedSchemas, len(grid), len(cloud))
 	case len(cloud) > 0:
 		s.schema, s.out = rotation.SchemaCloudEvents, cloud
 	case len(grid) > 0:
@@ -200,17 +202,16 @@ func decodeSaved(data []byte) (saved, error) {
 	return s, nil
 }
 
-// envelopeID is an event's id, in any case, when it has a string one.
-func envelopeID(raw json.RawMessage) (string, bool) {
+// envelopeID is an event's id, its member name in any case, when it has
+// a string one.
+func envelopeID(raw json.RawMessage) string {
 	m, err := lowerFields(raw)
 	if err != nil {
-		return "", false
+		return ""
 	}
 	var id string
-	if json.Unmarshal(m["id"], &id) != nil {
-		return "", false
-	}
-	return id, true
+	_ = json.Unmarshal(m["id"], &id)
+	return id
 }
 
 // lowerFields decodes an object with its member names in lower case.

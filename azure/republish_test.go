@@ -125,7 +125,7 @@ func TestRepublish_MixedSchemasSendNothing(t *testing.T) {
 
 	res, err := azure.Republish(t.Context(), publisher(t, srv, topic), data, nil)
 
-	if err == nil || !strings.Contains(err.Error(), "a topic takes one schema") || res.Sent != 0 {
+	if err == nil || !strings.Contains(err.Error(), "events of both schemas (1 Event Grid, 1 CloudEvents), but a topic takes one") || res.Sent != 0 {
 		t.Errorf("got %+v, %v; want nothing sent and an error saying a topic takes one schema", res, err)
 	}
 	if n := len(topic.Events()); n != 0 {
@@ -143,7 +143,7 @@ func TestRepublish_SchemaRefused(t *testing.T) {
 
 	res, err := azure.Republish(t.Context(), publisher(t, srv, topic), data, nil)
 
-	const want = "publish CloudEvents events: none of 2 sent"
+	const want = "publish CloudEvents: none of 2 sent"
 	if err == nil || !strings.Contains(err.Error(), want) || res.Sent != 0 {
 		t.Errorf("got %+v, %v; want an error saying %q", res, err, want)
 	}

@@ -71,6 +71,8 @@ func TestRecoveryJSON(t *testing.T) {
 	events := file("events.json", "["+string(good)+"]")
 	partly := file("partly.json", "["+string(good)+`,{"id":"no-type","subject":"cmk"}]`)
 	garbage := file("garbage.json", "not json")
+	ce, _ := json.Marshal(w.emu.KeyCloudEvent(emulator.KeyNewVersionCreated, w.v2, "kv"))
+	both := file("both.json", "["+string(good)+","+string(ce)+"]")
 
 	type result struct {
 		Sent        *int
@@ -120,6 +122,12 @@ func TestRecoveryJSON(t *testing.T) {
 				}
 			}},
 		{name: "republish a file that is not JSON", env: env, args: []string{"replay", "--republish", endpoint, "--json", garbage}, code: 2},
+		{name: "republish events of both schemas", env: env, args: []string{"replay", "--republish", endpoint, "--json", both}, code: 2,
+			check: func(t *testing.T, _ result, stderr string) {
+				if !strings.Contains(stderr, "but a topic takes one: nothing sent") {
+					t.Errorf("got stderr\n%s\nwant it to say a topic takes one schema", stderr)
+				}
+			}},
 		{name: "replay a file that is not JSON", env: env, args: []string{"replay", "--json", garbage}, code: 2},
 		{name: "replay an empty prefix", env: envStorage, args: []string{"replay", "--dead-letter", "deadletters/NONE-SUB", "--json"}, code: 0,
 			check: func(t *testing.T, r result, _ string) {
