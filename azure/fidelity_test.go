@@ -252,7 +252,7 @@ func TestRotate_OnTargetButUnsettled(t *testing.T) {
 // Relay would accept that host, so only the rotation's own check stands
 // between it and a server's key URL moving to a vault the map never named.
 func TestRotate_KidOnAnotherHostRefused(t *testing.T) {
-	const alias = "cmk-kv1.privatelink.vaultcore.azure.net"
+	const alias = "cmk-kv1.vault.azure.net"
 	tests := []struct {
 		name string
 		run  func(t *testing.T, f *fixture, r *rotation.Rotator, v2 emulator.KeyVersionInfo) []rotation.Report
@@ -321,7 +321,7 @@ func TestRotate_KidOnAnotherHostRefused(t *testing.T) {
 // ignored without a call.
 func TestHandleEvents_KidHostNotInMapIgnored(t *testing.T) {
 	f := setup(t, 1)
-	f.vault.SetKeyIDHost("cmk-kv1.privatelink.vaultcore.azure.net")
+	f.vault.SetKeyIDHost("cmk-kv1.vault.azure.net")
 	v2 := f.newVersion(t)
 	r := f.rotator(t, nil)
 	f.emu.ResetRequests()
@@ -341,7 +341,7 @@ func TestHandleEvents_KidHostNotInMapIgnored(t *testing.T) {
 func TestStatus_KidOnAnotherHost(t *testing.T) {
 	f := setup(t, 1)
 	f.newVersion(t)
-	f.vault.SetKeyIDHost("cmk-kv1.privatelink.vaultcore.azure.net")
+	f.vault.SetKeyIDHost("cmk-kv1.vault.azure.net")
 
 	st := f.rotator(t, nil).Status(t.Context())
 
