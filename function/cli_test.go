@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -268,7 +269,7 @@ func TestLocalJSONServing(t *testing.T) {
 	if rest, _ := io.ReadAll(dec.Buffered()); strings.TrimSpace(string(rest)+stdout.String()) != "" {
 		t.Errorf("got %q after the JSON report on stdout, want nothing", string(rest)+stdout.String())
 	}
-	if !strings.Contains(stderr.String(), "curl -s "+res.Handler+"/api/status") {
+	if !regexp.MustCompile(`curl -s -H "x-functions-key: [^"]+" ` + regexp.QuoteMeta(res.Handler) + `/api/status`).MatchString(stderr.String()) {
 		t.Errorf("got stderr\n%s\nwant the curl lines", stderr.String())
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -85,7 +86,7 @@ func localCommand(ctx context.Context, args []string, e env) error {
 		"Then it keeps serving, with curl lines to try; --once exits instead.", e)
 	once := fs.Bool("once", false, "exit after the report: 0 only if every server ended as expected")
 	asJSON := fs.Bool("json", false, "print the report as JSON; the curl lines go to stderr")
-	port := fs.Int("port", 0, "handler port; zero: a free one")
+	port := fs.Int("port", 0, "port of the local Functions host the curl lines call (the handler gets a free one); zero: a free one")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -137,26 +138,43 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
+	// The handler on a free loopback port, as the host picks one, and
+	// the host's public endpoint in front of it, which checks a function
+	// key of this run's own.
+	hln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	pub, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
+	if err != nil {
+		hln.Close()
 		return fmt.Errorf("listen: %w", err)
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- serveOn(sctx, ln, a.handler, log) }()
+	served := make(chan error, 2)
+	go func() { served <- serveOn(sctx, hln, a.handler, log) }()
 	app, err := localApp()
 	if err != nil {
+		pub.Close()
 		return err
 	}
-	host, err := fakehost.New("http://"+ln.Addr().String(), app, fakehost.Options{})
+	host, err := fakehost.New("http://"+hln.Addr().String(), app, fakehost.Options{})
 	if err != nil {
+		pub.Close()
 		return err
+	}
+	go func() { served <- serveOn(sctx, pub, host, log.With("component", "host")) }()
+	// wait stops both servers and returns how they ended.
+	wait := func() error {
+		stop()
+		return errors.Join(<-served, <-served)
 	}
 	if err := host.WaitReady(ctx); err != nil {
 		return err
 	}
-	log.Info("handler serving", "addr", host.URL())
+	url := "http://" + pub.Addr().String()
+	log.Info("handler serving", "addr", host.URL(), "host", url)
 	if st := a.cred.run(ctx); !st.OK {
 		return fmt.Errorf("local identity refused: %s", st.Error)
 	}
@@ -166,14 +184,16 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
+	res.Handler = url
 	if *asJSON {
 		writeJSONTo(e.stdout, res)
 	} else {
 		printLocal(e.stdout, res)
 	}
 	if *once {
-		stop()
-		<-served
+		if err := wait(); err != nil {
+			return err
+		}
 		if !res.OK {
 			return &exitError{code: exitFailed, err: errQuiet}
 		}
@@ -185,11 +205,11 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	if *asJSON {
 		hints = e.stderr
 	}
-	if err := w.printTryLines(hints, em, host.URL(), res); err != nil {
-		return err
-	}
-	log.Info("serving until interrupted", "addr", host.URL())
-	return <-served
+	w.printTryLines(hints, em, url, host.FunctionKey())
+	log.Info("serving until interrupted", "addr", url)
+	err = <-served
+	stop()
+	return errors.Join(err, <-served)
 }
 
 // localWorld is the seeded state.
@@ -290,7 +310,7 @@ func (w *localWorld) rotateAndDeliver(ctx context.Context, em *emulator.Emulator
 		"event_grid_status", inv.EventGridStatus())
 
 	res := &LocalResult{
-		OK: inv.Succeeded, Handler: host.URL(), Key: w.key.String(), NewVersion: nv.Version,
+		OK: inv.Succeeded, Key: w.key.String(), NewVersion: nv.Version,
 		Invocation: LocalInvoke{ID: inv.InvocationID, HandlerStatus: inv.Status, Succeeded: inv.Succeeded,
 			Failure: inv.Failure, EventGridStatus: inv.EventGridStatus(), Logs: nonNilLines(inv.Logs)},
 	}
@@ -381,23 +401,28 @@ func printLocal(w io.Writer, r *LocalResult) {
 	}
 }
 
-func (w *localWorld) printTryLines(out io.Writer, em *emulator.Emulator, base string, r *LocalResult) error {
+// printTryLines prints what to try against the running system: curl
+// lines through the host's public endpoint at base, with key, and the
+// command line against the same emulator.
+func (w *localWorld) printTryLines(out io.Writer, em *emulator.Emulator, base, key string) {
 	ec := w.vault.URL() + "/keys/" + localECKey
 	fmt.Fprintf(out, `
-The handler keeps serving at %[1]s (the routes the Functions host forwards).
+The handler keeps serving behind a local Functions host at %[1]s,
+which checks the function key as the host in Azure does (401 without it).
+The key is this run's own, local: it opens nothing outside this machine.
 Try, in another terminal:
 
   # status of every subscribed key and server
-  curl -s %[1]s/api/status
+  curl -s -H "x-functions-key: %[14]s" %[1]s/api/status
   # a dry run, then the rotation itself (every server is current: nothing moves)
-  curl -s -X POST %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[2]s","dryRun":true}'
-  curl -s -X POST %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[2]s"}'
+  curl -s -X POST -H "x-functions-key: %[14]s" %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[2]s","dryRun":true}'
+  curl -s -X POST -H "x-functions-key: %[14]s" %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[2]s"}'
   # a disabled version cannot protect a server: 422
-  curl -s -X POST %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[12]s"}'
+  curl -s -X POST -H "x-functions-key: %[14]s" %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[12]s"}'
   # a key not in the subscription map is refused: 404
-  curl -s -X POST %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[3]s"}'
+  curl -s -X POST -H "x-functions-key: %[14]s" %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[3]s"}'
   # the event just delivered, replayed (a no-op now)
-  curl -s -X POST %[1]s/api/replay -H 'Content-Type: application/json' --data-binary @%[4]s
+  curl -s -X POST -H "x-functions-key: %[14]s" %[1]s/api/replay -H 'Content-Type: application/json' --data-binary @%[4]s
 
 Or the command line against the same emulator, from the repository root
 (go build -o cmkrotator ./function gives a binary that takes the same arguments):
@@ -413,6 +438,5 @@ Emulator control surface: %[11]s (GET %[11]s/ lists its routes)
 %[13]s is removed on exit. Stop with Ctrl-C.
 `, base, w.key.String(), ec, filepath.Join(w.dir, "event.json"),
 		em.IdentityEndpoint(), em.IdentityHeader(), em.ClientID(), em.CertFile(), em.ARMEndpoint(),
-		filepath.Join(w.dir, "targets.json"), em.ControlURL(), w.retired, w.dir)
-	return nil
+		filepath.Join(w.dir, "targets.json"), em.ControlURL(), w.retired, w.dir, key)
 }

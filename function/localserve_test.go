@@ -48,11 +48,12 @@ func TestLocalServing(t *testing.T) {
 		t.Fatalf("got output\n%s\nlogs:\n%s\nwant the lines to try", strings.Join(lines, "\n"), stderr.String())
 	}
 
-	curl := regexp.MustCompile(`^\s*curl -s (?:-X (\w+) )?(\S+)(?: -H '[^']*')?(?: -d '([^']*)'| --data-binary @(\S+))?$`)
+	curl := regexp.MustCompile(`^\s*curl -s (?:-X (\w+) )?-H "x-functions-key: ([^"]+)" (\S+)(?: -H '[^']*')?(?: -d '([^']*)'| --data-binary @(\S+))?$`)
 	wantStatus := regexp.MustCompile(`: (\d{3})$`)
 	wantExit := regexp.MustCompile(`^\s*# exit (\d):`)
 	var env []string
 	var control string
+	keys := map[string]bool{}
 	curls, commands := 0, 0
 	for i, l := range lines {
 		l = strings.TrimSpace(l)
@@ -60,12 +61,13 @@ func TestLocalServing(t *testing.T) {
 		case curl.MatchString(l):
 			curls++
 			m := curl.FindStringSubmatch(l)
-			method, url, body := m[1], m[2], m[3]
+			method, key, url, body := m[1], m[2], m[3], m[4]
 			if method == "" {
 				method = http.MethodGet
 			}
-			if m[4] != "" {
-				b, err := os.ReadFile(m[4])
+			keys[key] = true
+			if m[5] != "" {
+				b, err := os.ReadFile(m[5])
 				if err != nil {
 					t.Fatalf("%s: %v", l, err)
 				}
@@ -75,9 +77,21 @@ func TestLocalServing(t *testing.T) {
 			if c := wantStatus.FindStringSubmatch(lines[i-1]); c != nil {
 				want = map[string]int{"404": 404, "422": 422}[c[1]]
 			}
+			// The host refuses a call without the function key.
 			req, _ := http.NewRequest(method, url, strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
 			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("%s without the key: got %d, want 401", l, resp.StatusCode)
+			}
+			req, _ = http.NewRequest(method, url, strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("x-functions-key", key)
+			resp, err = http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatalf("%s: %v", l, err)
 			}
@@ -107,6 +121,9 @@ func TestLocalServing(t *testing.T) {
 		case strings.HasPrefix(l, "Emulator control surface: "):
 			control = strings.Fields(strings.TrimPrefix(l, "Emulator control surface: "))[0]
 		}
+	}
+	if len(keys) != 1 || !strings.Contains(strings.Join(lines, "\n"), "The key is this run's own") {
+		t.Errorf("got keys %v, want one key, said to be this run's own", keys)
 	}
 	if curls < 5 || commands < 2 || len(env) < 6 {
 		t.Errorf("got %d curl lines, %d commands, environment %v; want them all printed:\n%s",
