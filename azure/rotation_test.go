@@ -2,6 +2,7 @@ package azure_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -129,9 +130,41 @@ func TestRotate_NeverBackwards(t *testing.T) {
 			t.Errorf("%s: got key URL %q, want %q", id, got, v3.KID)
 		}
 	}
+
+	// Key Vault's current version read lags and answers v2 while the
+	// servers are on v3: the later of the event's version and the
+	// current one is still never older than what a server is on.
+	stale := f.rotator(t, func(c *rotation.Config) {
+		c.Keys = staleCurrent{Keys: c.Keys, current: f.key.WithVersion(v2.Version)}
+	})
+	for _, tt := range []struct {
+		event   emulator.KeyVersionInfo
+		target  string
+		outcome rotation.Outcome
+		reason  string
+	}{
+		{v2, v2.Version, rotation.Skipped, rotation.ReasonNewer},
+		{v3, v3.Version, rotation.Current, rotation.ReasonCurrent},
+	} {
+		rep := stale.HandleEvents(t.Context(), []rotation.Event{f.event(t, tt.event)})[0].Report
+		if rep.TargetVersion != tt.target {
+			t.Errorf("stale current, event for %s: got target %s, want %s", tt.event.Version, rep.TargetVersion, tt.target)
+		}
+		for _, s := range rep.Servers {
+			if s.Outcome != tt.outcome || s.Reason != tt.reason || s.Version != v3.Version {
+				t.Errorf("stale current, event for %s: %s got %s %q on %s, want %s %q on %s", tt.event.Version,
+					s.ID, s.Outcome, s.Reason, s.Version, tt.outcome, tt.reason, v3.Version)
+			}
+		}
+	}
 	for _, p := range f.patches() {
-		if strings.Contains(string(p.Body), v2.Version) {
-			t.Errorf("a PATCH wrote v2: %s", p.Body)
+		if url, _ := testenv.KeyURL(p.Body); url != v3.KID {
+			t.Errorf("got a PATCH writing %s, want only %s (never older)", url, v3.KID)
+		}
+	}
+	for _, id := range f.ids {
+		if got, _ := f.emu.ServerKeyURL(id); got != v3.KID {
+			t.Errorf("%s: got key URL %q, want %q", id, got, v3.KID)
 		}
 	}
 
@@ -160,12 +193,17 @@ func TestRotate_InvalidTargetRefused(t *testing.T) {
 	tests := []struct {
 		name string
 		opts emulator.KeyOptions
+		says string // the cause, as the report's error names it
+		// namesVersion: the error names the version; Key Vault does not
+		// say which version is current when it refuses a disabled one.
+		namesVersion bool
 	}{
-		{"EC P-256", emulator.KeyOptions{Type: "EC"}},
-		{"disabled", emulator.KeyOptions{Disabled: true}},
-		{"expired", emulator.KeyOptions{Expires: time.Now().Add(-time.Hour)}},
-		{"not yet valid", emulator.KeyOptions{NotBefore: time.Now().Add(time.Hour)}},
-		{"lacks unwrapKey", emulator.KeyOptions{Ops: []string{"encrypt", "decrypt", "wrapKey"}}},
+		{"EC P-256", emulator.KeyOptions{Type: "EC"}, `key type "EC" cannot wrap keys`, true},
+		{"disabled", emulator.KeyOptions{Disabled: true}, "read current version: disabled in Key Vault", false},
+		{"expired", emulator.KeyOptions{Expires: time.Now().Add(-time.Hour)}, "expired at", true},
+		{"not yet valid", emulator.KeyOptions{NotBefore: time.Now().Add(time.Hour)}, "not valid before", true},
+		{"lacks unwrapKey", emulator.KeyOptions{Ops: []string{"encrypt", "decrypt", "wrapKey"}},
+			"operation unwrapKey not permitted", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,6 +220,15 @@ func TestRotate_InvalidTargetRefused(t *testing.T) {
 			if rep.Error == "" || rep.Retryable || !rep.Final() {
 				t.Errorf("got report error %q retryable %v, want a final error", rep.Error, rep.Retryable)
 			}
+			if rep.ErrorKind != rotation.KindInvalidTarget {
+				t.Errorf("got error kind %q, want %q", rep.ErrorKind, rotation.KindInvalidTarget)
+			}
+			if !strings.Contains(rep.Error, tt.says) {
+				t.Errorf("got error %q, want it to name the cause %q", rep.Error, tt.says)
+			}
+			if tt.namesVersion && !strings.Contains(rep.Error, v2.Version) {
+				t.Errorf("got error %q, want it to name version %s", rep.Error, v2.Version)
+			}
 			if n := len(f.patches()); n != 0 {
 				t.Errorf("got %d PATCHes, want none", n)
 			}
@@ -189,61 +236,101 @@ func TestRotate_InvalidTargetRefused(t *testing.T) {
 	}
 }
 
+// An event whose data is oddly spelled (field names in other cases or
+// with stray spaces, numbers as strings) is handled exactly as the clean
+// one: the same event against an identical emulator gives the same
+// results, once the emulator's random parts are named alike.
 func TestHandleEvents_OddPayloadSameAsClean(t *testing.T) {
-	for _, odd := range []bool{false, true} {
-		name := map[bool]string{false: "clean", true: "odd"}[odd]
-		t.Run(name, func(t *testing.T) {
-			f := setup(t, 2)
-			v2 := f.newVersion(t)
-			data := `{"Id":"` + v2.KID + `","VaultName":"kv1","ObjectType":"Key","ObjectName":"cmk","Version":"` + v2.Version + `","NBF":1559081980,"EXP":null}`
-			if odd {
-				data = `{"Id":"` + v2.KID + `","vaultName":"kv1","objectName ":"cmk","Version":" ` + v2.Version + `","NBF":"1559081980","EXP":null}`
-			}
-			body := `[{"id":"e1","topic":"t","subject":"cmk","eventType":"Microsoft.KeyVault.KeyNewVersionCreated","eventTime":"2024-01-02T03:04:05Z","data":` + data + `,"dataVersion":"1","metadataVersion":"1"}]`
-			events, err := rotation.DecodeEvents([]byte(body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := f.rotator(t, nil)
+	run := func(t *testing.T, data func(kid, version string) string) []rotation.EventResult {
+		t.Helper()
+		f := setup(t, 2)
+		v2 := f.newVersion(t)
+		body := `[{"id":"e1","topic":"t","subject":"cmk","eventType":"Microsoft.KeyVault.KeyNewVersionCreated",` +
+			`"eventTime":"2024-01-02T03:04:05Z","data":` + data(v2.KID, v2.Version) + `,"dataVersion":"1","metadataVersion":"1"}]`
+		events, err := rotation.DecodeEvents([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
 
-			res := r.HandleEvents(t.Context(), events)
+		res := f.rotator(t, nil).HandleEvents(t.Context(), events)
 
-			want := []rotation.EventResult{{EventID: "e1", Type: rotation.TypeKeyNewVersionCreated, Key: f.key.String(), Report: res[0].Report}}
-			if diff := cmp.Diff(want, res); diff != "" {
-				t.Errorf("results mismatch (-want +got):\n%s", diff)
-			}
-			for id, o := range outcomes(*res[0].Report) {
-				if o != rotation.Rotated {
-					t.Errorf("%s: got %s, want rotated", id, o)
-				}
-			}
-		})
+		b, err := json.Marshal(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		same := strings.NewReplacer(f.v1.Version, "v1", v2.Version, "v2", f.key.Vault, "kv1")
+		var out []rotation.EventResult
+		if err := json.Unmarshal([]byte(same.Replace(string(b))), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	clean := run(t, func(kid, v string) string {
+		return `{"Id":"` + kid + `","VaultName":"kv1","ObjectType":"Key","ObjectName":"cmk","Version":"` + v +
+			`","NBF":1559081980,"EXP":null}`
+	})
+	odd := run(t, func(kid, v string) string {
+		return `{"Id":"` + kid + `","vaultName":"kv1","objectName ":"cmk","Version":" ` + v +
+			`","NBF":"1559081980","EXP":null}`
+	})
+
+	if len(clean) != 1 || clean[0].Report == nil || clean[0].Report.TargetVersion != "v2" ||
+		clean[0].Key != "https://kv1/keys/cmk" || len(clean[0].Report.Servers) != 2 {
+		t.Fatalf("clean event: got %+v, want one result rotating two servers to v2", clean)
+	}
+	for _, s := range clean[0].Report.Servers {
+		if s.Outcome != rotation.Rotated || s.Version != "v2" {
+			t.Errorf("clean event: %s got %s on %s, want rotated to v2", s.ID, s.Outcome, s.Version)
+		}
+	}
+	if diff := cmp.Diff(clean, odd); diff != "" {
+		t.Errorf("odd event's results differ from the clean one's (-clean +odd):\n%s", diff)
 	}
 }
 
+// An event whose Id ends in "/keys/cmk/" and names no version rotates
+// to the current version, and never writes a versionless URL.
 func TestHandleEvents_VersionlessIDResolvesToCurrent(t *testing.T) {
 	f := setup(t, 2)
 	v2 := f.newVersion(t)
-	e := f.event(t, v2)
-	e.Key.Version = "" // as from "Id": ".../keys/cmk/" with no Version
+	ge := f.emu.KeyEvent(rotation.TypeKeyNewVersionCreated, v2, "kv1")
+	ge.Data.ID, ge.Data.Version = f.key.String()+"/", ""
+	b, err := json.Marshal(ge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := rotation.DecodeEvent(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Key != f.key {
+		t.Fatalf("decoded key %+v, want the versionless %+v", e.Key, f.key)
+	}
 	r := f.rotator(t, nil)
+	f.emu.ResetRequests()
 
 	res := r.HandleEvents(t.Context(), []rotation.Event{e})
 
-	if got := res[0].Report.TargetVersion; got != v2.Version {
-		t.Errorf("got target %q, want the current version %q", got, v2.Version)
+	if got := res[0].Report.TargetVersion; got != v2.Version || !res[0].Report.OK() {
+		t.Errorf("got target %q, OK %v; want the current version %q, OK", got, res[0].Report.OK(), v2.Version)
 	}
 	for _, p := range f.patches() {
 		url, err := testenv.KeyURL(p.Body)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ref := mustKey(t, url); ref.Version == "" {
-			t.Errorf("PATCH to a versionless URL: %s", p.Body)
+		if url != v2.KID {
+			t.Errorf("got a PATCH writing %q, want %q", url, v2.KID)
 		}
 	}
 	if n := len(f.patches()); n != 2 {
 		t.Errorf("got %d PATCHes, want 2", n)
+	}
+	for _, id := range f.ids {
+		if got, _ := f.emu.ServerKeyURL(id); got != v2.KID {
+			t.Errorf("%s: got key URL %q, want %q", id, got, v2.KID)
+		}
 	}
 }
 
