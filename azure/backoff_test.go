@@ -112,6 +112,8 @@ func TestRotate_ThrottledServerEndsTheRunInTime(t *testing.T) {
 					switch {
 					case s.Outcome == rotation.Rotated && url != v2.KID:
 						t.Errorf("server %d reported rotated but is on %s", i+1, url)
+					case s.Outcome == rotation.Rotated && !f.confirmedAfterPatch(s.ID):
+						t.Errorf("server %d reported rotated, but no GET after its PATCH confirmed it", i+1)
 					case s.Outcome == rotation.Failed && !s.Retryable:
 						t.Errorf("server %d failed finally (%s), want retryable", i+1, s.Reason)
 					case tt.concurrency == 1 && i < 36 && s.Outcome != rotation.Rotated:
