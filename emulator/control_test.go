@@ -256,7 +256,7 @@ func TestControlSurface_UpdateVersionAttributes(t *testing.T) {
 }
 
 // POST /faults refuses a service or method no request can match, naming
-// the valid ones, which GET / lists too.
+// the valid ones, which GET / lists too, and a status outside HTTP's.
 func TestControlSurface_FaultValidation(t *testing.T) {
 	e := start(t)
 	services := []string{"arm", "keyvault", "identity"}
@@ -269,6 +269,8 @@ func TestControlSurface_FaultValidation(t *testing.T) {
 	}{
 		{"unknown service", map[string]any{"service": "fluidrelay", "status": 500}, 400, services},
 		{"unknown method", map[string]any{"service": "arm", "method": "FETCH", "status": 500}, 400, methods},
+		{"status below 100", map[string]any{"service": "arm", "status": 42}, 400, []string{"100-599"}},
+		{"status above 599", map[string]any{"service": "arm", "status": 1000}, 400, []string{"100-599"}},
 		{"any service", map[string]any{"status": 500, "times": 1}, 200, nil},
 		{"every service and method, any case", nil, 200, nil},
 	}

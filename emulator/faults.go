@@ -45,8 +45,12 @@ var (
 		http.MethodPost, http.MethodDelete}
 )
 
-// check refuses a Service or Method no request can match.
+// check refuses a Service or Method no request can match, and a Status
+// no HTTP response can carry.
 func (f *Fault) check() error {
+	if f.Status != 0 && (f.Status < 100 || f.Status > 599) {
+		return fmt.Errorf("%w: status %d is not an HTTP status (100-599), or 0 for none", ErrInvalid, f.Status)
+	}
 	for _, m := range []struct {
 		name, value string
 		valid       []string
