@@ -207,14 +207,16 @@ type httpOutput struct {
 	Body       string            `json:"body"`
 }
 
-// jsonMode serves an API route for a host that does not forward HTTP: the
-// client's request arrives as Data.req, and the answer goes back in
-// Outputs.res with status 200, since any other status would make the host
-// answer the client 500.
-func (s *server) jsonMode(path string) http.HandlerFunc {
+// jsonMode serves the API route path, whose bodies are bounded by
+// limit, for a host that does not forward HTTP: the client's request
+// arrives as Data.req, and the answer, refusals included, goes back in
+// Outputs.res of an invocation answered 200, since the host answers the
+// client 500 for any other status.
+func (s *server) jsonMode(path string, limit int64) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, inv := invocationOf(r)
-		env, ok := s.envelope(w, r, s.refuseInvocation(w, r, inv))
+		refuse := s.refuseInvocation(w, r, inv, path)
+		env, ok := s.envelopeWithin(w, r, httpEnvelope(limit), refuse)
 		if !ok {
 			return
 		}
@@ -224,8 +226,7 @@ func (s *server) jsonMode(path string) http.HandlerFunc {
 			err = json.Unmarshal(raw, &in)
 		}
 		if err != nil {
-			s.log.ErrorContext(ctx, "invocation refused", "path", r.URL.Path, "err", err)
-			writeInvoke(w, http.StatusBadRequest, inv.Logs(), nil)
+			refuse(err)
 			return
 		}
 
@@ -235,8 +236,7 @@ func (s *server) jsonMode(path string) http.HandlerFunc {
 		}
 		req, err := http.NewRequestWithContext(ctx, in.Method, path, bytes.NewReader(body))
 		if err != nil {
-			s.log.ErrorContext(ctx, "invocation refused", "path", r.URL.Path, "err", err)
-			writeInvoke(w, http.StatusBadRequest, inv.Logs(), nil)
+			refuse(err)
 			return
 		}
 		for k, vs := range in.Headers {
@@ -244,19 +244,24 @@ func (s *server) jsonMode(path string) http.HandlerFunc {
 				req.Header.Add(k, v)
 			}
 		}
-		rec := &recorder{header: http.Header{}}
+		rec := newRecorder()
 		s.api.ServeHTTP(rec, req)
-
-		out := httpOutput{StatusCode: strconv.Itoa(rec.status), Headers: map[string]string{}, Body: rec.body.String()}
-		for k := range rec.header {
-			if k != "Content-Length" { // the host frames the body itself
-				out.Headers[k] = rec.header.Get(k)
-			}
-		}
-		writeJSON(w, http.StatusOK, "application/json", InvokeResponse{
-			Outputs: map[string]any{"res": out}, Logs: nonNil(inv.Logs()),
-		})
+		writeOutput(w, rec, inv)
 	}
+}
+
+// writeOutput answers the host's invocation with rec, the API's answer,
+// as the http output res, and the invocation's logs.
+func writeOutput(w http.ResponseWriter, rec *recorder, inv *invocation) {
+	out := httpOutput{StatusCode: strconv.Itoa(rec.status), Headers: map[string]string{}, Body: rec.body.String()}
+	for k := range rec.header {
+		if k != "Content-Length" { // the host frames the body itself
+			out.Headers[k] = rec.header.Get(k)
+		}
+	}
+	writeJSON(w, http.StatusOK, "application/json", InvokeResponse{
+		Outputs: map[string]any{"res": out}, Logs: nonNil(inv.Logs()),
+	})
 }
 
 func nonNil(s []string) []string {
@@ -272,6 +277,8 @@ type recorder struct {
 	status int
 	body   bytes.Buffer
 }
+
+func newRecorder() *recorder { return &recorder{header: http.Header{}} }
 
 func (r *recorder) Header() http.Header { return r.header }
 

@@ -79,9 +79,9 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /{$}", ready)
 	mux.HandleFunc("POST /KeyNewVersionCreated", s.keyNewVersionCreated)
 	mux.HandleFunc("POST /Reconcile", s.reconcile)
-	mux.HandleFunc("POST /Rotate", s.jsonMode("/api/rotate"))
-	mux.HandleFunc("POST /Replay", s.jsonMode("/api/replay"))
-	mux.HandleFunc("POST /Status", s.jsonMode("/api/status"))
+	mux.HandleFunc("POST /Rotate", s.jsonMode("/api/rotate", maxRequest))
+	mux.HandleFunc("POST /Replay", s.jsonMode("/api/replay", maxReplay))
+	mux.HandleFunc("POST /Status", s.jsonMode("/api/status", maxRequest))
 	// The host POSTs every invocation; any other method on a function's
 	// route is a person or a probe, told which method the route takes.
 	for _, path := range []string{"/KeyNewVersionCreated", "/Reconcile", "/Rotate", "/Replay", "/Status"} {

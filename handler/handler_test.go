@@ -3,7 +3,9 @@ package handler_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -617,45 +619,94 @@ func TestStatusAPI(t *testing.T) {
 }
 
 // TestJSONMode drives the HTTP functions the way a host with forwarding
-// off does: the request in Data.req, the answer in Outputs.res.
+// off does: the request in Data.req, the answer in Outputs.res. The
+// client gets the status the API chose, refusals included; a failed
+// invocation would reach it as 500.
 func TestJSONMode(t *testing.T) {
 	f := setup(t)
-	req, err := http.NewRequest(http.MethodPost, "http://localhost:7071/api/rotate?code=k",
-		strings.NewReader(`{"key":"`+f.key.String()+`","dryRun":true}`))
+	app := *f.host.App()
+	app.Forwarding = false
+	host, err := fakehost.New(f.baseURL, &app, fakehost.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := f.host.HTTP(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
+	ev := string(mustJSON(t, f.emu.KeyEvent(emulator.KeyNewVersionCreated, f.v2, "kv")))
+	// A replay body near its 8 MiB limit: the envelope carries it as an
+	// escaped string, beyond the 4 MiB of a trigger's envelope.
+	padded := "[" + ev + strings.Repeat(" ", 7<<20) + "," + strings.Repeat(ev+",", 1000) + ev + "]"
+
+	tests := []struct {
+		name, method, path, body string
+		wantStatus               int
+		wantType                 string // problem type, when refused
+		check                    func(t *testing.T, body []byte)
+	}{
+		{"dry run", http.MethodPost, "/api/rotate", `{"key":"` + f.key.String() + `","dryRun":true}`, http.StatusOK, "",
+			func(t *testing.T, body []byte) {
+				if rep := decodeReport(t, body); rep.TargetVersion != f.v2.Version || !rep.DryRun {
+					t.Errorf("got %+v, want a dry run to %s", rep, f.v2.Version)
+				}
+			}},
+		{"invalid body", http.MethodPost, "/api/rotate", `{"key":1}`, http.StatusBadRequest, "urn:cmkrotator:problem:invalid-body", nil},
+		{"unknown key", http.MethodPost, "/api/rotate", `{"key":"https://` + f.key.Vault + `/keys/other"}`, http.StatusNotFound,
+			"urn:cmkrotator:problem:unknown-key", nil},
+		{"status", http.MethodGet, "/api/status", "", http.StatusOK, "", nil},
+		{"replay near its limit", http.MethodPost, "/api/replay", padded, http.StatusOK, "",
+			func(t *testing.T, body []byte) {
+				var got handler.ReplayResponse
+				if err := json.Unmarshal(body, &got); err != nil || len(got.Results) != 1002 {
+					t.Errorf("got %d results, %v, want 1002", len(got.Results), err)
+				}
+			}},
+		{"replay past its limit", http.MethodPost, "/api/replay", "[" + strings.Repeat(" ", 9<<20) + "]",
+			http.StatusRequestEntityTooLarge, "urn:cmkrotator:problem:too-large", nil},
+		{"envelope past its limit", http.MethodPost, "/api/replay", "[" + strings.Repeat(`"\"`, 6<<20) + "]",
+			http.StatusRequestEntityTooLarge, "urn:cmkrotator:problem:too-large", nil},
 	}
-	if !res.Succeeded || res.Res == nil {
-		t.Fatalf("got %+v, want success with an http output", res)
-	}
-	if res.Res.Status != http.StatusOK || decodeReport(t, res.Res.Body).TargetVersion != f.v2.Version {
-		t.Errorf("got %d %s, want 200 and a report", res.Res.Status, res.Res.Body)
-	}
-	if ct := res.Res.Headers.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("got content type %q, want application/json", ct)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rd io.Reader
+			if tt.body != "" {
+				rd = strings.NewReader(tt.body)
+			}
+			req := httptest.NewRequest(tt.method, "http://localhost:7071"+tt.path, rd)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("x-functions-key", host.FunctionKey())
+			resp, err := host.Do(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("got %d %.300s, want %d", resp.StatusCode, body, tt.wantStatus)
+			}
+			ct := resp.Header.Get("Content-Type")
+			if tt.wantType != "" {
+				var p handler.Problem
+				if err := json.Unmarshal(body, &p); err != nil || ct != "application/problem+json" ||
+					p.Type != tt.wantType || p.Status != tt.wantStatus || p.Instance != tt.path {
+					t.Errorf("got %s %+v (%v), want a %s problem for %s", ct, p, err, tt.wantType, tt.path)
+				}
+			} else if ct != "application/json" {
+				t.Errorf("got content type %q, want application/json", ct)
+			}
+			if tt.check != nil {
+				tt.check(t, body)
+			}
+		})
 	}
 
-	req, _ = http.NewRequest(http.MethodPost, "http://localhost:7071/api/rotate", strings.NewReader(`{"key":1}`))
-	res, err = f.host.HTTP(context.Background(), req)
+	// An envelope without Data.req is the host's fault, not the client's,
+	// but still answered in Outputs.res: as an invocation failure the
+	// host would turn it into 500 and drop the reason.
+	res, err := host.Invoke(context.Background(), "Rotate", []byte(`{"Data":{},"Metadata":{}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Succeeded || res.Res == nil || res.Res.Status != http.StatusBadRequest {
-		t.Errorf("got %+v, want a successful invocation whose output is 400", res)
-	}
-
-	req, _ = http.NewRequest(http.MethodGet, "http://localhost:7071/api/status", nil)
-	res, err = f.host.HTTP(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !res.Succeeded || res.Res == nil || res.Res.Status != http.StatusOK {
-		t.Errorf("got %+v, want status 200 in Outputs.res", res)
+	if !res.Succeeded || res.Res == nil || res.Res.Status != http.StatusBadRequest ||
+		res.Res.Headers.Get("Content-Type") != "application/problem+json" || !containsLine(res.Logs, `binding \"req\"`) {
+		t.Errorf("got %+v, want a successful invocation whose output is a 400 problem naming the binding", res)
 	}
 }
 

@@ -37,6 +37,15 @@ const (
 	maxDepth = 64
 )
 
+// httpEnvelope bounds the envelope of an HTTP function in JSON mode
+// whose route takes bodies of up to limit bytes. The envelope carries the
+// body as a JSON string, escaped to at most twice its size, beside the
+// headers and Metadata, which maxEnvelope leaves room for; the route then
+// applies its own limit to the body itself.
+func httpEnvelope(limit int64) int64 {
+	return 2*limit + maxEnvelope
+}
+
 var (
 	errTooLarge = errors.New("body too large")
 	errTooDeep  = errors.New("JSON nested too deeply")

@@ -27,11 +27,16 @@ const (
 )
 
 func writeProblem(w http.ResponseWriter, r *http.Request, status int, typ, title, detail string) {
+	writeProblemAt(w, r.URL.Path, status, typ, title, detail)
+}
+
+// writeProblemAt is writeProblem for the request path instance.
+func writeProblemAt(w http.ResponseWriter, instance string, status int, typ, title, detail string) {
 	writeJSON(w, status, "application/problem+json", Problem{
 		Type:     typ,
 		Title:    title,
 		Status:   status,
 		Detail:   detail,
-		Instance: r.URL.Path,
+		Instance: instance,
 	})
 }

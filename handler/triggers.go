@@ -88,10 +88,15 @@ func (s *server) reconcile(w http.ResponseWriter, r *http.Request) {
 	writeInvoke(w, invocationStatus(reports), inv.Logs(), nil)
 }
 
-// envelope reads and decodes the host's envelope. When that fails it
-// has refuse answer the host and returns false.
+// envelope reads and decodes the host's envelope of a trigger, up to
+// maxEnvelope bytes. When that fails it has refuse answer the host and
+// returns false.
 func (s *server) envelope(w http.ResponseWriter, r *http.Request, refuse func(error)) (InvokeRequest, bool) {
-	data, err := readBody(w, r, maxEnvelope)
+	return s.envelopeWithin(w, r, maxEnvelope, refuse)
+}
+
+func (s *server) envelopeWithin(w http.ResponseWriter, r *http.Request, limit int64, refuse func(error)) (InvokeRequest, bool) {
+	data, err := readBody(w, r, limit)
 	if err == nil {
 		var req InvokeRequest
 		if req, err = decodeInvokeRequest(data); err == nil {
@@ -102,16 +107,24 @@ func (s *server) envelope(w http.ResponseWriter, r *http.Request, refuse func(er
 	return InvokeRequest{}, false
 }
 
-// refuseInvocation answers an undecodable envelope of an HTTP-triggered
-// function 400, or 413 past the limit.
-func (s *server) refuseInvocation(w http.ResponseWriter, r *http.Request, inv *invocation) func(error) {
+// refuseInvocation answers an envelope of an HTTP function that cannot
+// be read (too large, undecodable, without Data.req) for the API route
+// path. The invocation succeeds and its http output carries the refusal,
+// 413 or 400 problem details: the host answers the client 500 for a
+// failed invocation, and drops the reason.
+func (s *server) refuseInvocation(w http.ResponseWriter, r *http.Request, inv *invocation, path string) func(error) {
 	return func(err error) {
 		s.log.ErrorContext(r.Context(), "invocation refused", "path", r.URL.Path, "err", err)
-		status := http.StatusBadRequest
+		rec := newRecorder()
 		if errors.Is(err, errTooLarge) {
-			status = http.StatusRequestEntityTooLarge
+			w.Header().Set("Connection", "close")
+			writeProblemAt(rec, path, http.StatusRequestEntityTooLarge, problemTooLarge, "Body too large",
+				fmt.Sprintf("the host's invocation of %s is larger than %s takes: %v", r.URL.Path, path, err))
+		} else {
+			writeProblemAt(rec, path, http.StatusBadRequest, problemBadRequest, "Undecodable invocation",
+				fmt.Sprintf("the host's invocation of %s cannot be read: %v", r.URL.Path, err))
 		}
-		writeInvoke(w, status, append(inv.Logs(), fmt.Sprint("invocation refused: ", err)), nil)
+		writeOutput(w, rec, inv)
 	}
 }
 
