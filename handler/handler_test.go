@@ -74,40 +74,92 @@ func TestKeyNewVersionCreated(t *testing.T) {
 	}
 }
 
-// TestInvocationLogs checks that every line logged during an invocation
-// carries its invocation id, and that server lines name the key, version
-// and server.
+// TestInvocationLogs checks that every record logged during an
+// invocation carries its invocation id, for each function as the host
+// calls it (the API forwarded, with X-Azure-Functions-InvocationId), and
+// that every record naming a server also names the key and version.
 func TestInvocationLogs(t *testing.T) {
 	f := setup(t)
 	nv, err := f.vault.RotateKey("cmk")
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := f.host.EventGrid(context.Background(), "KeyNewVersionCreated",
-		mustJSON(t, f.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv")), fakehost.EventOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mine, servers int
-	for _, l := range f.logs.lines(t) {
-		if l["invocation_id"] != res.InvocationID {
-			continue
-		}
-		mine++
-		if _, ok := l["server_id"]; ok {
-			servers++
-			if l["key_name"] != "cmk" || l["key_version"] != nv.Version {
-				t.Errorf("server line %v: got key_name %v key_version %v, want cmk %s", l["msg"], l["key_name"], l["key_version"], nv.Version)
+	ev := mustJSON(t, f.emu.KeyEvent(emulator.KeyNewVersionCreated, nv, "kv"))
+	tests := []struct {
+		name   string
+		invoke func(t *testing.T) string // the invocation id when the host reports it
+	}{
+		{"KeyNewVersionCreated", func(t *testing.T) string {
+			res, err := f.host.EventGrid(context.Background(), "KeyNewVersionCreated", ev, fakehost.EventOptions{})
+			if err != nil || !res.Succeeded {
+				t.Fatalf("got %+v, %v, want a successful invocation", res, err)
 			}
-		}
+			return res.InvocationID
+		}},
+		{"Rotate", func(t *testing.T) string {
+			if resp, data := f.api(t, http.MethodPost, "/api/rotate", `{"key":"`+f.key.String()+`"}`); resp.StatusCode != http.StatusOK {
+				t.Fatalf("got %d %s, want 200", resp.StatusCode, data)
+			}
+			return ""
+		}},
+		{"Replay", func(t *testing.T) string {
+			if resp, data := f.api(t, http.MethodPost, "/api/replay", "["+string(ev)+"]"); resp.StatusCode != http.StatusOK {
+				t.Fatalf("got %d %s, want 200", resp.StatusCode, data)
+			}
+			return ""
+		}},
+		{"Status", func(t *testing.T) string {
+			if resp, data := f.api(t, http.MethodGet, "/api/status", ""); resp.StatusCode != http.StatusOK {
+				t.Fatalf("got %d %s, want 200", resp.StatusCode, data)
+			}
+			return ""
+		}},
+		{"Reconcile", func(t *testing.T) string {
+			// Drift for the reconcile to fix, so that it logs about a server.
+			if err := f.emu.SetServerKeyURL(f.ids[1], f.v1.KID); err != nil {
+				t.Fatal(err)
+			}
+			res, err := f.host.Timer(context.Background(), "Reconcile", fakehost.TimerOptions{})
+			if err != nil || !res.Succeeded {
+				t.Fatalf("got %+v, %v, want a successful invocation", res, err)
+			}
+			return res.InvocationID
+		}},
 	}
-	if mine == 0 || servers < len(f.ids) {
-		t.Errorf("got %d lines with the invocation id, %d about servers; want some, at least %d about servers", mine, servers, len(f.ids))
-	}
-	for _, l := range f.logs.lines(t) {
-		if _, ok := l["server_id"]; ok && l["invocation_id"] != res.InvocationID {
-			t.Errorf("server line %q: got invocation_id %v, want %s", l["msg"], l["invocation_id"], res.InvocationID)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(f.logs.lines(t))
+			want := tt.invoke(t)
+			records := f.logs.lines(t)[before:]
+			if len(records) == 0 {
+				t.Fatal("got no records, want the invocation's")
+			}
+			if want == "" {
+				want, _ = records[0]["invocation_id"].(string)
+			}
+			servers := 0
+			for _, l := range records {
+				if id, _ := l["invocation_id"].(string); id == "" || id != want {
+					t.Errorf("record %q %v: got invocation_id %v, want %q", l["msg"], l, l["invocation_id"], want)
+				}
+				if _, ok := l["server_id"]; !ok {
+					continue
+				}
+				servers++
+				if name, _ := l["key_name"].(string); name != "cmk" {
+					t.Errorf("record %q %v: got key_name %v, want cmk", l["msg"], l, l["key_name"])
+				}
+				if _, ok := l["key_version"].(string); !ok {
+					t.Errorf("record %q %v: got no key_version, want one", l["msg"], l)
+				}
+			}
+			if want == "" {
+				t.Error("got no invocation id, want the host's")
+			}
+			if tt.name != "Status" && servers == 0 {
+				t.Errorf("got no record about a server in %d records, want some", len(records))
+			}
+		})
 	}
 }
 
