@@ -326,13 +326,20 @@ func TestBadEnvelope(t *testing.T) {
 	}
 }
 
+// TestReconcile: after a rotation to v2, an infrastructure deployment
+// puts relay-2 back on v1; the timer moves it forward again, leaves the
+// others alone, and says so in its logs.
 func TestReconcile(t *testing.T) {
 	f := setup(t)
-	// An infrastructure deployment put relay-2 back on v1 after a
-	// rotation to v2.
-	if err := f.emu.SetServerKeyURL(f.ids[0], f.v2.KID); err != nil {
+	if resp, data := f.api(t, http.MethodPost, "/api/rotate", `{"key":"`+f.key.String()+`"}`); resp.StatusCode != http.StatusOK {
+		t.Fatalf("rotation to v2: got %d %s, want 200", resp.StatusCode, data)
+	}
+	reverted := f.ids[1]
+	if err := f.emu.SetServerKeyURL(reverted, f.v1.KID); err != nil {
 		t.Fatal(err)
 	}
+	f.emu.ResetRequests()
+
 	res, err := f.host.Timer(context.Background(), "Reconcile", fakehost.TimerOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -345,8 +352,23 @@ func TestReconcile(t *testing.T) {
 			t.Errorf("server %s: got %s, want %s", id, got, f.v2.KID)
 		}
 	}
-	if !containsLine(res.Logs, "reconcile done") {
-		t.Errorf("got logs %q, want a reconcile summary", res.Logs)
+	if got := f.patches(); got != 1 {
+		t.Errorf("got %d PATCHes, want 1: only the reverted server moves", got)
+	}
+	var rotated []string
+	for _, l := range f.logs.lines(t) {
+		if l["invocation_id"] == res.InvocationID && l["msg"] == "server rotated" {
+			rotated = append(rotated, l["server_id"].(string))
+			if l["previous_version"] != f.v1.Version || l["key_version"] != f.v2.Version {
+				t.Errorf("got %v, want relay-2 rotated from %s to %s", l, f.v1.Version, f.v2.Version)
+			}
+		}
+	}
+	if diff := cmp.Diff([]string{reverted}, rotated); diff != "" {
+		t.Errorf("servers rotated (-want +got):\n%s", diff)
+	}
+	if !containsLine(res.Logs, "reconcile done") || !containsLine(res.Logs, "rotated=1") {
+		t.Errorf("got logs %q, want a reconcile summary with one server rotated", res.Logs)
 	}
 }
 
