@@ -100,14 +100,19 @@ func checkDepth(data []byte, max int) error {
 // are fields: any other member (also one differing only in case, which
 // encoding/json would otherwise accept), a member given twice and
 // trailing data are errors, so that a misspelt "dryRun" is refused rather
-// than ignored. Errors read as messages for the caller, not as Go; those
-// about well-formed JSON of the wrong shape are *invalidError.
+// than ignored; so is a body that is not an object, null included.
+// Errors read as messages for the caller, not as Go; those about
+// well-formed JSON of the wrong shape are *invalidError.
 func decodeStrict(data []byte, v any, fields ...string) error {
 	if err := checkDepth(data, maxDepth); err != nil {
 		return err
 	}
 	if !json.Valid(data) {
 		return malformed(data)
+	}
+	// encoding/json decodes null into a struct as nothing at all.
+	if bytes.Equal(bytes.TrimSpace(data), []byte("null")) {
+		return invalidf("the body: want an object, got null")
 	}
 	if err := checkMembers(data, fields); err != nil {
 		return err
