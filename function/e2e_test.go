@@ -511,6 +511,47 @@ func TestServe_WarnsOfALongDeadline(t *testing.T) {
 	}
 }
 
+// TestServe_WarnsOfNoReconcileSchedule: without ROTATION_RECONCILE_SCHEDULE
+// the host cannot load the Reconcile timer; serve says so once at start
+// and serves the rest.
+func TestServe_WarnsOfNoReconcileSchedule(t *testing.T) {
+	w := seed(t)
+	for _, tt := range []struct {
+		name     string
+		schedule bool
+		warnings int
+	}{{"set", true, 0}, {"not set", false, 1}} {
+		t.Run(tt.name, func(t *testing.T) {
+			var env []string
+			for _, kv := range w.env(t, w.emu.ClientID()) {
+				if tt.schedule || !strings.HasPrefix(kv, "ROTATION_RECONCILE_SCHEDULE=") {
+					env = append(env, kv)
+				}
+			}
+			h := start(t, env)
+			if st := getStatus(t, h); len(st.Keys) != 1 {
+				t.Errorf("got %d keys in status, want 1: the API serves", len(st.Keys))
+			}
+			if err := h.Close(); err != nil {
+				t.Fatalf("got exit %v, want a clean exit", err)
+			}
+			var warnings int
+			for _, l := range h.Lines() {
+				var rec map[string]any
+				if json.Unmarshal([]byte(l), &rec) == nil && rec["level"] == "WARN" && rec["setting"] == "ROTATION_RECONCILE_SCHEDULE" {
+					warnings++
+					if msg, _ := rec["msg"].(string); !strings.Contains(msg, "Reconcile") || !strings.Contains(msg, "never reconciled") {
+						t.Errorf("got %q, want the consequence: Reconcile never runs", msg)
+					}
+				}
+			}
+			if warnings != tt.warnings {
+				t.Errorf("got %d warnings, want %d:\n%s", warnings, tt.warnings, h.Output())
+			}
+		})
+	}
+}
+
 // TestDiscover lists two resource groups: the mapped servers stay, a
 // server on the mapped key's versionless URL is added (the rotation
 // reports versionless servers), and a server on an unmapped key or

@@ -42,6 +42,14 @@ func serveCommand(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	log := newLogger(s.LogFormat, s.LogLevel, e.stdout, e.stderr)
+	if s.ReconcileSchedule == "" {
+		// Reconcile/function.json's schedule is %ROTATION_RECONCILE_SCHEDULE%;
+		// the host cannot resolve it and leaves the function in error, with
+		// nothing in the handler's own log to say so.
+		log.Warn("ROTATION_RECONCILE_SCHEDULE is not set: the host cannot load the Reconcile timer, so drift is "+
+			"never reconciled; the event trigger and the API still work",
+			"setting", "ROTATION_RECONCILE_SCHEDULE", "example", "0 0 */6 * * *")
+	}
 	if s.Deadline > eventGridWait {
 		log.Warn("ROTATION_DEADLINE leaves the host no time to answer before Event Grid gives up on a delivery; "+
 			"a slow rotation is redelivered while it still runs",

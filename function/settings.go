@@ -39,7 +39,8 @@ type Settings struct {
 
 	// ReconcileSchedule is ROTATION_RECONCILE_SCHEDULE, read by the host
 	// for the Reconcile timer; checked here so that a typo is named at
-	// start. Zero: not set (the host then refuses the Reconcile function).
+	// start. Zero: not set; the host then leaves the Reconcile function in
+	// error, and serve warns of it.
 	ReconcileSchedule string
 
 	LogLevel  slog.Level // LOG_LEVEL: debug, info (zero), warn, error
@@ -236,7 +237,16 @@ func checkContainerName(v string) error {
 	return nil
 }
 
-// parseDeadline accepts a Go duration ("25s", "1m") or whole seconds.
+// Bounds of ROTATION_DEADLINE: below a second a rotation cannot make one
+// call to Azure; beyond ten minutes it outlives any invocation the host
+// allows (functionTimeout is at most 10 minutes on Consumption).
+const (
+	minDeadline = time.Second
+	maxDeadline = 10 * time.Minute
+)
+
+// parseDeadline accepts a Go duration ("25s", "1m") or whole seconds,
+// from minDeadline to maxDeadline.
 func parseDeadline(v string) (time.Duration, error) {
 	d, err := time.ParseDuration(v)
 	if err != nil {
@@ -246,26 +256,160 @@ func parseDeadline(v string) (time.Duration, error) {
 		}
 		d = time.Duration(n) * time.Second
 	}
-	if d <= 0 || d > 10*time.Minute {
-		return 0, fmt.Errorf("want a duration above 0 and at most 10m, got %q", v)
+	if d < minDeadline || d > maxDeadline {
+		return 0, fmt.Errorf("want a duration from 1s to 10m, got %q", v)
 	}
 	return d, nil
 }
 
+// scheduleHelp is what a schedule must look like.
+const scheduleHelp = `six NCRONTAB fields ("0 */30 * * * *") or a TimeSpan (hh:mm:ss, or d.hh:mm:ss)`
+
 // checkSchedule checks a timer schedule the way the host reads it: an
 // NCRONTAB expression of six fields ("0 */30 * * * *") or a TimeSpan
 // ("01:00:00").
+// https://learn.microsoft.com/azure/azure-functions/functions-bindings-timer#ncrontab-expressions
 func checkSchedule(v string) error {
-	if fields := strings.Fields(v); len(fields) == 6 {
-		return nil
-	}
-	if parts := strings.Split(v, ":"); len(parts) == 3 {
-		for _, p := range parts {
-			if _, err := strconv.Atoi(p); err != nil {
-				return fmt.Errorf("want six NCRONTAB fields (\"0 */30 * * * *\") or hh:mm:ss, got %q", v)
+	fields := strings.Fields(v)
+	switch {
+	case len(fields) == 6:
+		for i, f := range fields {
+			if err := cronFields[i].check(f); err != nil {
+				return fmt.Errorf("NCRONTAB %q: %s field %q: %w", v, cronFields[i].name, f, err)
 			}
 		}
 		return nil
+	case len(fields) == 1 && strings.Contains(v, ":"):
+		return checkTimeSpan(v)
 	}
-	return fmt.Errorf("want six NCRONTAB fields (\"0 */30 * * * *\") or hh:mm:ss, got %q", v)
+	return fmt.Errorf("want %s, got %q", scheduleHelp, v)
+}
+
+// cronField is one field of an NCRONTAB expression: its range and, for
+// months and days of the week, the English names NCrontab also takes
+// (any leading part, in any case: "Jan", "mon").
+type cronField struct {
+	name     string
+	min, max int
+	names    []string
+	nameWord string // "a month's name"
+}
+
+var cronFields = [6]cronField{
+	{name: "second", min: 0, max: 59},
+	{name: "minute", min: 0, max: 59},
+	{name: "hour", min: 0, max: 23},
+	{name: "day", min: 1, max: 31},
+	{name: "month", min: 1, max: 12, nameWord: "a month's name", names: []string{"January", "February", "March",
+		"April", "May", "June", "July", "August", "September", "October", "November", "December"}},
+	{name: "day-of-week", min: 0, max: 6, nameWord: "a day's name", names: []string{"Sunday", "Monday", "Tuesday",
+		"Wednesday", "Thursday", "Friday", "Saturday"}},
+}
+
+// check reads f as NCrontab does: a list of items, each *, a value or a
+// range a-b, optionally stepped with /n.
+func (c cronField) check(f string) error {
+	for _, item := range strings.Split(f, ",") {
+		if item == "" {
+			return errors.New("an empty item in the list")
+		}
+		rng, step, stepped := strings.Cut(item, "/")
+		if stepped {
+			if n, err := strconv.Atoi(step); err != nil || n < 1 {
+				return fmt.Errorf("step %s: want a whole number from 1", step)
+			}
+		}
+		if rng == "*" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(rng, "-")
+		if err := c.value(lo); err != nil {
+			return err
+		}
+		if isRange {
+			if err := c.value(hi); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (c cronField) value(v string) error {
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < c.min || n > c.max {
+			return fmt.Errorf("%d is out of range %d to %d", n, c.min, c.max)
+		}
+		return nil
+	}
+	for _, name := range c.names {
+		if v != "" && len(v) <= len(name) && strings.EqualFold(name[:len(v)], v) {
+			return nil
+		}
+	}
+	if c.names != nil {
+		return fmt.Errorf("want *, a number from %d to %d or %s, a range a-b, a list a,b or a step */n", c.min, c.max, c.nameWord)
+	}
+	return fmt.Errorf("want *, a number from %d to %d, a range a-b, a list a,b or a step */n", c.min, c.max)
+}
+
+// checkTimeSpan reads a TimeSpan schedule as .NET's TimeSpan.Parse does:
+// [d.]hh:mm[:ss[.fraction]], or d:hh:mm[:ss] when the first of three
+// parts is 24 or more, or four parts; an interval of zero never fires.
+func checkTimeSpan(v string) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("TimeSpan %q: %s; want %s", v, fmt.Sprintf(format, args...), scheduleHelp)
+	}
+	rest := v
+	days := 0
+	if d, r, ok := strings.Cut(rest, "."); ok && !strings.Contains(d, ":") {
+		n, err := strconv.Atoi(d)
+		if err != nil || n < 0 {
+			return bad("days %q are not a whole number", d)
+		}
+		days, rest = n, r
+	}
+	parts := strings.Split(rest, ":")
+	total := 0 // nonzero once any part is
+	if last := len(parts) - 1; last >= 2 {
+		if whole, frac, ok := strings.Cut(parts[last], "."); ok {
+			n, err := strconv.Atoi(frac)
+			if err != nil || n < 0 {
+				return bad("fraction %q is not a number", frac)
+			}
+			total, parts[last] = n, whole
+		}
+	}
+	nums := make([]int, len(parts))
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return bad("%q is not a whole number", p)
+		}
+		nums[i] = n
+	}
+	names := []string{"hours", "minutes", "seconds"}
+	switch {
+	case len(nums) == 4 && days == 0:
+		days, nums = nums[0], nums[1:]
+	case len(nums) == 3 && days == 0 && nums[0] >= 24:
+		days, nums = nums[0], append(nums[1:], 0)
+	case len(nums) < 2 || len(nums) > 3:
+		return bad("want two or three parts separated by colons")
+	}
+	total += days
+	for i, n := range nums {
+		max := 59
+		if i == 0 {
+			max = 23
+		}
+		if n > max {
+			return bad("%s %d is out of range 0 to %d", names[i], n, max)
+		}
+		total += n
+	}
+	if total == 0 {
+		return bad("an interval of zero")
+	}
+	return nil
 }

@@ -121,3 +121,70 @@ func TestLoadSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckSchedule: NCRONTAB's six fields as the timer trigger reads
+// them, or a TimeSpan; anything else is named with the field at fault.
+func TestCheckSchedule(t *testing.T) {
+	for _, v := range []string{
+		"0 */30 * * * *", "0 0 */6 * * *", "0 0 2 * * Sun", "0 30 9 * Jan-Mar mon-fri", "0 0 0 1,15 * *",
+		"0 5-55/10 8-18 * * 1-5", "*/15 0 0 * * *", "59 59 23 31 12 6", "5/15 * * * * *", "0 0 0 * * Sat,sunday",
+		"01:00:00", "00:05:00", "1.00:00:00", "24:00:00", "25:00:00:00", "00:00:30.5",
+	} {
+		if err := checkSchedule(v); err != nil {
+			t.Errorf("%q: got %v, want it accepted", v, err)
+		}
+	}
+	for _, tt := range []struct{ v, want string }{
+		{"a b c d e f", `second field "a": want *, a number from 0 to 59, a range a-b, a list a,b or a step */n`},
+		{"0 60 * * * *", `minute field "60": 60 is out of range 0 to 59`},
+		{"0 0 24 * * *", `hour field "24": 24 is out of range 0 to 23`},
+		{"0 0 0 0 * *", `day field "0": 0 is out of range 1 to 31`},
+		{"0 0 0 * 13 *", `month field "13": 13 is out of range 1 to 12`},
+		{"0 0 0 * Foo *", `month field "Foo": want *, a number from 1 to 12 or a month's name`},
+		{"0 0 0 * * 7", `day-of-week field "7": 7 is out of range 0 to 6`},
+		{"0 0 0 * * Funday", `day-of-week field "Funday": want *, a number from 0 to 6 or a day's name`},
+		{"0 */0 * * * *", `minute field "*/0": step 0: want a whole number from 1`},
+		{"0 1,,2 * * * *", `minute field "1,,2": an empty item in the list`},
+		{"0 1- * * * *", `minute field "1-"`},
+		{"0 0 * * *", "want six NCRONTAB fields"},
+		{"0 0 * * * * *", "want six NCRONTAB fields"},
+		{"hourly", "want six NCRONTAB fields"},
+		{"23:60:00", `TimeSpan "23:60:00": minutes 60 is out of range 0 to 59`},
+		{"00:00:00", `TimeSpan "00:00:00": an interval of zero`},
+		{"1.24:00:00", `TimeSpan "1.24:00:00": hours 24 is out of range 0 to 23`},
+		{"1:2:x", "hh:mm:ss"},
+		{"1", "want six NCRONTAB fields"},
+	} {
+		err := checkSchedule(tt.v)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: got %v, want an error with %q", tt.v, err, tt.want)
+		}
+	}
+}
+
+// TestDeadlineBounds: a deadline below a second leaves a rotation no time
+// for one call to Azure; one beyond ten minutes outlives any invocation.
+func TestDeadlineBounds(t *testing.T) {
+	for _, tt := range []struct {
+		v    string
+		want time.Duration
+		err  string
+	}{
+		{"1s", time.Second, ""},
+		{"10m", 10 * time.Minute, ""},
+		{"1", time.Second, ""},
+		{"1ns", 0, `want a duration from 1s to 10m, got "1ns"`},
+		{"999ms", 0, `want a duration from 1s to 10m, got "999ms"`},
+		{"0", 0, `want a duration from 1s to 10m, got "0"`},
+		{"-5s", 0, `want a duration from 1s to 10m, got "-5s"`},
+		{"11m", 0, `want a duration from 1s to 10m, got "11m"`},
+	} {
+		d, err := parseDeadline(tt.v)
+		switch {
+		case tt.err == "" && (err != nil || d != tt.want):
+			t.Errorf("%q: got %v, %v, want %v", tt.v, d, err, tt.want)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%q: got %v, %v, want an error with %q", tt.v, d, err, tt.err)
+		}
+	}
+}
