@@ -195,7 +195,9 @@ func statusCommand(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	cred := a.cred.run(ctx)
+	// The table says what the credential check found; a log line would
+	// say it again.
+	cred := a.cred.check(ctx)
 	resp := handler.StatusResponse{Credential: &cred, Status: a.rotator.Status(ctx)}
 	if *asJSON {
 		writeJSONTo(e.stdout, resp)
@@ -472,7 +474,11 @@ func orDash(v string) string {
 
 func printStatus(w io.Writer, st handler.StatusResponse) {
 	var errs errorCells
-	if c := st.Credential; c != nil && !c.OK {
+	switch c := st.Credential; {
+	case c == nil || c.OK:
+	case c.Unreachable:
+		fmt.Fprintf(w, "credential check failed: %s\n\n", c.Error)
+	default:
 		fmt.Fprintf(w, "credential refused: %s\n\n", c.Error)
 	}
 	for i, k := range st.Keys {

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 )
 
 // slowToken answers once release is closed, or fails when the request's
@@ -91,21 +94,77 @@ func TestCredentialStatus_WaitsNoLongerThanTheRequest(t *testing.T) {
 }
 
 // TestCredentialHint: the hint names what to check for the credential
-// actually in use.
+// actually in use and the way it failed.
 func TestCredentialHint(t *testing.T) {
+	const ep = "http://127.0.0.1:1/msi/token"
+	answered := func(status int) error {
+		return &azidentity.AuthenticationFailedError{RawResponse: &http.Response{StatusCode: status}}
+	}
 	for _, tt := range []struct {
-		name string
-		s    Settings
-		want string
+		name    string
+		s       Settings
+		err     error
+		want    string
+		notWant string
 	}{
-		{"user-assigned", Settings{IdentityEndpoint: "http://127.0.0.1:1/msi/token", ClientID: "c"}, "AZURE_CLIENT_ID is the client ID"},
-		{"system-assigned", Settings{IdentityEndpoint: "http://127.0.0.1:1/msi/token"}, "set AZURE_CLIENT_ID"},
-		{"default", Settings{}, "az login"},
+		{"user-assigned refused", Settings{IdentityEndpoint: ep, ClientID: "c"}, answered(400), "AZURE_CLIENT_ID is the client ID", "IDENTITY_HEADER"},
+		{"system-assigned refused", Settings{IdentityEndpoint: ep}, answered(400), "set AZURE_CLIENT_ID", "IDENTITY_HEADER"},
+		{"identity header refused", Settings{IdentityEndpoint: ep, ClientID: "c"}, answered(401), "refused IDENTITY_HEADER: App Service sets it", "AZURE_CLIENT_ID"},
+		{"endpoint unreachable", Settings{IdentityEndpoint: ep, ClientID: "c"}, &azidentity.AuthenticationFailedError{},
+			"nothing answers at IDENTITY_ENDPOINT " + ep, "AZURE_CLIENT_ID is"},
+		{"endpoint too slow", Settings{IdentityEndpoint: ep}, fmt.Errorf("get token: %w", context.DeadlineExceeded),
+			"nothing answers at IDENTITY_ENDPOINT", "set AZURE_CLIENT_ID"},
+		{"default", Settings{}, answered(401), "az login", "IDENTITY_HEADER"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := credentialHint(tt.s); !strings.Contains(got, tt.want) {
-				t.Errorf("got %q, want it to say %q", got, tt.want)
+			got := credentialHint(tt.s, tt.err)
+			if !strings.Contains(got, tt.want) || strings.Contains(got, tt.notWant) {
+				t.Errorf("got %q, want it to say %q and not %q", got, tt.want, tt.notWant)
 			}
 		})
 	}
+}
+
+// TestIdentityRetries: the managed identity credential retries its local
+// token endpoint briefly, unless the caller set retries of its own.
+func TestIdentityRetries(t *testing.T) {
+	s := Settings{IdentityEndpoint: "http://127.0.0.1:1/msi/token"}
+	o, _ := managedIdentityOptions(s, azcore.ClientOptions{})
+	if r := o.Retry; r.MaxRetries != 2 || r.TryTimeout != 5*time.Second || r.RetryDelay != 200*time.Millisecond || r.MaxRetryDelay != time.Second {
+		t.Errorf("got %+v, want 2 retries from 200ms to 1s, 5s a try", r)
+	}
+	o, _ = managedIdentityOptions(s, azcore.ClientOptions{Retry: policy.RetryOptions{MaxRetries: -1}})
+	if o.Retry.MaxRetries != -1 {
+		t.Errorf("got %+v, want the caller's retries", o.Retry)
+	}
+}
+
+// TestCredentialCheck_LogsTheHintOnce: a refusal is logged once, the hint
+// in its own attribute and not again inside the error; check alone logs
+// nothing.
+func TestCredentialCheck_LogsTheHintOnce(t *testing.T) {
+	var logs strings.Builder
+	c := newCredentialCheck(refusing{}, "test identity", "", slog.New(slog.NewTextHandler(&logs, nil)))
+	c.hint = func(error) string { return "check the thing" }
+	c.managed = true
+
+	if st := c.check(t.Context()); st.OK || !strings.Contains(st.Error, "check the thing") {
+		t.Errorf("got %+v, want a refusal with the hint", st)
+	}
+	if logs.Len() != 0 {
+		t.Errorf("check logged %q, want nothing", logs.String())
+	}
+	c = newCredentialCheck(refusing{}, "test identity", "", slog.New(slog.NewTextHandler(&logs, nil)))
+	c.hint = func(error) string { return "check the thing" }
+	c.run(t.Context())
+	if got := strings.Count(logs.String(), "check the thing"); got != 1 {
+		t.Errorf("got the hint %d times in\n%s\nwant once", got, logs.String())
+	}
+}
+
+// refusing is a credential whose token endpoint answers 400.
+type refusing struct{}
+
+func (refusing) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{}, &azidentity.AuthenticationFailedError{RawResponse: &http.Response{StatusCode: 400, Status: "400 Bad Request"}}
 }

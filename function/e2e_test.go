@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -488,6 +490,54 @@ func TestStatusRefusedCredential(t *testing.T) {
 	lines := strings.Count(out, "\n")
 	if rows != len(w.ids) || lines > rows+8 {
 		t.Errorf("got %d rows in %d lines, want %d rows and a few lines more:\n%s", rows, lines, len(w.ids), out)
+	}
+}
+
+// TestStatusCredentialHints: status names what to check for the way the
+// token endpoint failed, once across its output and logs, and gives up on
+// an endpoint that does not answer within seconds.
+func TestStatusCredentialHints(t *testing.T) {
+	w := seed(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + ln.Addr().String() + "/msi/token"
+	ln.Close()
+	with := func(k, v string) []string {
+		var env []string
+		for _, kv := range append(w.env(t, w.emu.ClientID()), "LOG_FORMAT=json") {
+			if !strings.HasPrefix(kv, k+"=") {
+				env = append(env, kv)
+			}
+		}
+		return append(env, k+"="+v)
+	}
+	for _, tt := range []struct {
+		name, verdict, hint, notWant string
+		env                          []string
+	}{
+		{"identity header copied by hand", "credential refused: ", "refused IDENTITY_HEADER: App Service sets it",
+			"AZURE_CLIENT_ID", with("IDENTITY_HEADER", "0123456789abcdef")},
+		{"endpoint unreachable", "credential check failed: ", "nothing answers at IDENTITY_ENDPOINT " + closed,
+			"credential refused", with("IDENTITY_ENDPOINT", closed)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			code, out, errOut := runBinary(t, tt.env, "status")
+			if took := time.Since(start); took > 15*time.Second {
+				t.Errorf("status took %v, want it to give up on the token endpoint within seconds", took)
+			}
+			if code == 0 {
+				t.Errorf("got exit 0, want a failure")
+			}
+			if !strings.HasPrefix(out, tt.verdict) || strings.Contains(out+errOut, tt.notWant) {
+				t.Errorf("got\n%s\nwant it to begin %q and not say %q", out, tt.verdict, tt.notWant)
+			}
+			if got := strings.Count(out+errOut, tt.hint); got != 1 {
+				t.Errorf("got the hint %q %d times in\n%s%s\nwant once", tt.hint, got, out, errOut)
+			}
+		})
 	}
 }
 

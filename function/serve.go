@@ -141,7 +141,8 @@ func newApp(s Settings, opts azcore.ClientOptions, log *slog.Logger) (*app, erro
 		return nil, err
 	}
 	check := newCredentialCheck(cred, what, s.ARMAudience, log)
-	check.hint = credentialHint(s)
+	check.hint = func(err error) string { return credentialHint(s, err) }
+	check.managed = s.IdentityEndpoint != ""
 	h, err := handler.New(handler.Config{
 		Rotator:    rot,
 		Credential: check.status,

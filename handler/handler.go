@@ -28,7 +28,10 @@ var _ Rotator = (*rotation.Rotator)(nil)
 type CredentialStatus struct {
 	Checked time.Time `json:"checked"`
 	OK      bool      `json:"ok"`
-	Error   string    `json:"error,omitempty"`
+	// Unreachable says the token endpoint gave no answer at all (a
+	// refused connection, a timeout), which says nothing of the identity.
+	Unreachable bool   `json:"unreachable,omitempty"`
+	Error       string `json:"error,omitempty"`
 }
 
 // Config configures the handler.
