@@ -115,14 +115,14 @@ const vaultScope = "https://vault.azure.net/.default"
 // plainly once, at start and in status, rather than inside every event's
 // failure.
 type credentialCheck struct {
-	cred   azcore.TokenCredential
-	what   string
-	hint   func(error) string // what to check for a failure; see credentialHint
+	cred azcore.TokenCredential
+	what string
+	hint func(error) string // what to check for a failure; see credentialHint
 	// managed is set for App Service's managed identity, whose failures
 	// without an answer mean its token endpoint is unreachable.
 	managed bool
 	scopes  []string
-	log    *slog.Logger
+	log     *slog.Logger
 
 	mu     sync.Mutex
 	last   handler.CredentialStatus
