@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -57,6 +58,44 @@ func TestHelpCommand(t *testing.T) {
 				t.Errorf("got exit %d\nstdout:\n%s\nstderr:\n%s\nwant 2 and a line naming %q", code, out, errOut, args[len(args)-1])
 			}
 		})
+	}
+}
+
+// TestCommandFlags: every command prints its help to stdout when asked
+// (exit 0) and names a bad flag in one line on stderr, with where to read
+// its flags (exit 2), as the top level does.
+func TestCommandFlags(t *testing.T) {
+	for name := range commands {
+		t.Run(name, func(t *testing.T) {
+			for _, help := range []string{"--help", "-h"} {
+				code, out, errOut := runIn(t, nil, name, help)
+				if code != exitOK || !strings.HasPrefix(out, "usage: cmkrotator ") || errOut != "" {
+					t.Errorf("%s %s: got exit %d\nstdout:\n%s\nstderr:\n%s\nwant 0, the usage on stdout, nothing on stderr",
+						name, help, code, out, errOut)
+				}
+			}
+			for _, bogus := range []string{"--bogus", "-bogus", "--bogus=1"} {
+				code, out, errOut := runIn(t, nil, name, bogus)
+				want := fmt.Sprintf("cmkrotator %s: unknown flag %s\nRun \"cmkrotator %s --help\" for its flags.\n",
+					name, strings.TrimSuffix(bogus, "=1"), name)
+				if code != exitUsage || out != "" || errOut != want {
+					t.Errorf("%s %s: got exit %d\nstdout:\n%s\nstderr:\n%s\nwant 2 and only\n%s", name, bogus, code, out, errOut, want)
+				}
+			}
+		})
+	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"local", "--port", "x"}, `cmkrotator local: flag --port: invalid value "x": parse error`},
+		{[]string{"local", "--port"}, "cmkrotator local: flag --port needs a value"},
+		{[]string{"rotate", "-dry-run=maybe", "k"}, `cmkrotator rotate: flag -dry-run: invalid value "maybe": parse error`},
+	} {
+		code, out, errOut := runIn(t, nil, tt.args...)
+		if first, _, _ := strings.Cut(errOut, "\n"); code != exitUsage || out != "" || first != tt.want {
+			t.Errorf("%q: got exit %d, first line %q, want 2 and %q", tt.args, code, first, tt.want)
+		}
 	}
 }
 

@@ -113,32 +113,28 @@ func TestUsage(t *testing.T) {
 }
 
 // TestHelp: --help and -h show the command overview; a command's --help
-// shows its own usage.
+// shows its own usage. Help asked for is the output: stdout, exit 0.
 func TestHelp(t *testing.T) {
 	tests := []struct {
-		args       []string
-		want       string // in stdout or stderr
-		notWant    string
-		wantStdout bool
+		args    []string
+		want    string // in stdout
+		notWant string
 	}{
-		{[]string{"help"}, "cmkrotator rotate [flags] KEY_URL", "", true},
-		{[]string{"--help"}, "cmkrotator rotate [flags] KEY_URL", "", true},
-		{[]string{"-h"}, "cmkrotator rotate [flags] KEY_URL", "", true},
-		{[]string{"serve", "--help"}, "usage: cmkrotator [serve]", "cmkrotator rotate [flags] KEY_URL", false},
-		{[]string{"status", "-h"}, "--json prints JSON instead", "", false},
-		{[]string{"pull", "--help"}, "nothing consumed", "", false},
-		{[]string{"discover", "--help"}, "Keys are never added", "", false},
+		{[]string{"help"}, "cmkrotator rotate [flags] KEY_URL", ""},
+		{[]string{"--help"}, "cmkrotator rotate [flags] KEY_URL", ""},
+		{[]string{"-h"}, "cmkrotator rotate [flags] KEY_URL", ""},
+		{[]string{"serve", "--help"}, "usage: cmkrotator [serve]", "cmkrotator rotate [flags] KEY_URL"},
+		{[]string{"status", "-h"}, "--json prints JSON instead", ""},
+		{[]string{"pull", "--help"}, "nothing consumed", ""},
+		{[]string{"discover", "--help"}, "Keys are never added", ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			code := run(context.Background(), tt.args, env{func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr})
-			out := stderr.String()
-			if tt.wantStdout {
-				out = stdout.String()
-			}
-			if code != exitOK || !strings.Contains(out, tt.want) || (tt.notWant != "" && strings.Contains(out, tt.notWant)) {
-				t.Errorf("got exit %d\nstdout:\n%s\nstderr:\n%s\nwant 0 and %q", code, stdout.String(), stderr.String(), tt.want)
+			out := stdout.String()
+			if code != exitOK || !strings.Contains(out, tt.want) || (tt.notWant != "" && strings.Contains(out, tt.notWant)) || stderr.Len() != 0 {
+				t.Errorf("got exit %d\nstdout:\n%s\nstderr:\n%s\nwant 0, %q on stdout and nothing on stderr", code, stdout.String(), stderr.String(), tt.want)
 			}
 		})
 	}

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -134,9 +135,6 @@ func helpCommand(ctx context.Context, args []string, e env) int {
 		fmt.Fprintf(e.stderr, "cmkrotator: help: unknown command %q\n\n%s", args[0], usage)
 		return exitUsage
 	}
-	// A command's --help writes to stderr, beside its usage errors;
-	// asked for by name, the help is the output.
-	e.stderr = e.stdout
 	return exitCode(c(ctx, []string{"--help"}, e), e.stderr)
 }
 
@@ -246,17 +244,33 @@ func newFlags(name, use string, e env) *flag.FlagSet {
 }
 
 // newFlagsExits is newFlags for a command that explains its exit codes
-// in exits.
+// in exits. Parse the flags with parseFlags, which prints help asked for
+// to stdout and a bad flag, in one line, to stderr.
 func newFlagsExits(name, use, exits string, e env) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(e.stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "%s\n", use)
+	out := &flagOutput{e: e}
+	out.usage = func(w io.Writer) {
+		fmt.Fprintf(w, "%s\n", use)
+		fs.SetOutput(w)
 		fs.PrintDefaults()
-		fmt.Fprintf(fs.Output(), "\n%s\n", exits)
+		fs.SetOutput(out)
+		fmt.Fprintf(w, "\n%s\n", exits)
 	}
+	// Package flag prints its errors and calls Usage itself, both to
+	// stderr; parseFlags does it instead, to where each belongs.
+	fs.SetOutput(out)
+	fs.Usage = func() {}
 	return fs
 }
+
+// flagOutput is a flag set's output: it drops what package flag writes,
+// and keeps, for parseFlags, the command's streams and its usage.
+type flagOutput struct {
+	e     env
+	usage func(io.Writer)
+}
+
+func (*flagOutput) Write(p []byte) (int, error) { return len(p), nil }
 
 func isHelpFlag(a string) bool {
 	return a == "-h" || a == "--help" || a == "-help"
@@ -281,14 +295,24 @@ func quoted(args []string) string {
 
 // parseFlags parses args, flags and positional arguments in any order,
 // and returns the positional ones; after "--" every argument is
-// positional. A bad flag maps to exitUsage.
+// positional. Asked for help (-h, --help), it prints the command's usage
+// to stdout and returns flag.ErrHelp, an exit 0. A bad flag is named in
+// one line on stderr, with where to read the flags, and maps to
+// exitUsage.
 func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
+	out, _ := fs.Output().(*flagOutput)
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
+			if out == nil {
+				return nil, &exitError{code: exitUsage, err: err}
+			}
 			if errors.Is(err, flag.ErrHelp) {
+				out.usage(out.e.stdout)
 				return nil, err
 			}
+			fmt.Fprintf(out.e.stderr, "cmkrotator %s: %s\nRun \"cmkrotator %s --help\" for its flags.\n",
+				fs.Name(), flagError(err, args), fs.Name())
 			return nil, &exitError{code: exitUsage, err: errQuiet}
 		}
 		rest := fs.Args()
@@ -300,4 +324,43 @@ func parseFlags(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		pos, args = append(pos, rest[0]), rest[1:]
 	}
+}
+
+// Package flag's errors, which name a flag as -name.
+var (
+	flagUnknown  = regexp.MustCompile(`^flag provided but not defined: -(.+)$`)
+	flagNoValue  = regexp.MustCompile(`^flag needs an argument: -(.+)$`)
+	flagBadValue = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([^:]+): (.+)$`)
+)
+
+// flagError words a flag error of package flag in terms of what was
+// typed: "unknown flag --bogus", "flag --port needs a value", "flag
+// --port: invalid value "x": parse error".
+func flagError(err error, args []string) string {
+	msg := err.Error()
+	if m := flagUnknown.FindStringSubmatch(msg); m != nil {
+		return "unknown flag " + typed(m[1], args)
+	}
+	if m := flagNoValue.FindStringSubmatch(msg); m != nil {
+		return "flag " + typed(m[1], args) + " needs a value"
+	}
+	if m := flagBadValue.FindStringSubmatch(msg); m != nil {
+		return fmt.Sprintf("flag %s: invalid value %s: %s", typed(m[2], args), m[1], m[3])
+	}
+	return msg
+}
+
+// typed is flag name as args spell it (-name or --name), without any
+// =value; --name when args do not have it.
+func typed(name string, args []string) string {
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		flagPart, _, _ := strings.Cut(a, "=")
+		if flagPart == "-"+name || flagPart == "--"+name {
+			return flagPart
+		}
+	}
+	return "--" + name
 }

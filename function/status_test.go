@@ -38,10 +38,10 @@ func TestStatusExit(t *testing.T) {
 	})
 
 	t.Run("help", func(t *testing.T) {
-		code, _, errOut := runBinary(t, env, "status", "--help")
+		code, out, _ := runBinary(t, env, "status", "--help")
 		for _, want := range []string{"1 something needs a person", "3 only problems a later run may clear", "unreachable servers"} {
-			if code != 0 || !strings.Contains(errOut, want) {
-				t.Errorf("got exit %d\n%s\nwant 0 and %q", code, errOut, want)
+			if code != 0 || !strings.Contains(out, want) {
+				t.Errorf("got exit %d\n%s\nwant 0 and %q on stdout", code, out, want)
 			}
 		}
 	})
