@@ -48,8 +48,11 @@ var localServers = []localServer{
 
 // LocalResult is what cmkrotator local --json prints.
 type LocalResult struct {
-	OK         bool           `json:"ok"`
-	Handler    string         `json:"handler"`
+	OK bool `json:"ok"`
+	// Handler is the local Functions host's address, which the curl
+	// lines call while local keeps serving; empty with --once, after
+	// which nothing serves there.
+	Handler    string         `json:"handler,omitempty"`
 	Key        string         `json:"key"`
 	NewVersion string         `json:"newVersion"`
 	Invocation LocalInvoke    `json:"invocation"`
@@ -106,6 +109,14 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	}
 	log := newLogger(s.LogFormat, s.LogLevel, e.stderr, e.stderr)
 
+	// The port asked for first, so that a busy one fails before anything
+	// is started or seeded.
+	pub, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
+	if err != nil {
+		return fmt.Errorf("local: --port %d: %w", *port, err)
+	}
+	defer pub.Close()
+
 	// Azure, locally.
 	em, err := emulator.Start(emulator.Options{Logger: log.With("component", "emulator")})
 	if err != nil {
@@ -141,29 +152,23 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	// The handler on a free loopback port, as the host picks one, and
 	// the host's public endpoint in front of it, which checks a function
 	// key of this run's own.
+	app, err := localApp()
+	if err != nil {
+		return err
+	}
 	hln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	pub, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
+	host, err := fakehost.New("http://"+hln.Addr().String(), app, fakehost.Options{})
 	if err != nil {
 		hln.Close()
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
 	served := make(chan error, 2)
 	go func() { served <- serveOn(sctx, hln, a.handler, log) }()
-	app, err := localApp()
-	if err != nil {
-		pub.Close()
-		return err
-	}
-	host, err := fakehost.New("http://"+hln.Addr().String(), app, fakehost.Options{})
-	if err != nil {
-		pub.Close()
-		return err
-	}
 	go func() { served <- serveOn(sctx, pub, host, log.With("component", "host")) }()
 	// wait stops both servers and returns how they ended.
 	wait := func() error {
@@ -184,7 +189,9 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	res.Handler = url
+	if !*once {
+		res.Handler = url // nothing serves there after --once
+	}
 	if *asJSON {
 		writeJSONTo(e.stdout, res)
 	} else {
@@ -424,15 +431,17 @@ Try, in another terminal:
   # the event just delivered, replayed (a no-op now)
   curl -s -X POST -H "x-functions-key: %[14]s" %[1]s/api/replay -H 'Content-Type: application/json' --data-binary @%[4]s
 
-Or the command line against the same emulator, from the repository root
-(go build -o cmkrotator ./function gives a binary that takes the same arguments):
+Or the command line against the same emulator, built once from the
+repository root so that its exit codes are the README's (under go run
+every failure exits 1):
 
+  go build -o cmkrotator ./function
   export IDENTITY_ENDPOINT=%[5]s IDENTITY_HEADER=%[6]s AZURE_CLIENT_ID=%[7]s \
     SSL_CERT_FILE=%[8]s ROTATION_ARM_ENDPOINT=%[9]s ROTATION_TARGETS_FILE=%[10]s
   # exit 1: relay-archive uses another key (mismatch), for a person to sort out
-  go run ./function status
-  go run ./function rotate --dry-run %[2]s
-  go run ./function replay %[4]s
+  ./cmkrotator status
+  ./cmkrotator rotate --dry-run %[2]s
+  ./cmkrotator replay %[4]s
 
 Emulator control surface: %[11]s (GET %[11]s/ lists its routes)
 %[13]s is removed on exit. Stop with Ctrl-C.

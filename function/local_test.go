@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,6 +55,13 @@ func TestLocalOnce(t *testing.T) {
 			var res LocalResult
 			if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
 				t.Fatalf("decode %s: %v", stdout.String(), err)
+			}
+			var fields map[string]json.RawMessage
+			if err := json.Unmarshal(stdout.Bytes(), &fields); err != nil {
+				t.Fatal(err)
+			}
+			if h, ok := fields["handler"]; ok {
+				t.Errorf("got handler %s, want none: nothing serves there after --once", h)
 			}
 			if !res.OK || !res.Invocation.Succeeded || res.Invocation.EventGridStatus != 202 {
 				t.Errorf("got ok %t invocation %+v, want success", res.OK, res.Invocation)
@@ -137,6 +146,31 @@ func TestHelp(t *testing.T) {
 				t.Errorf("got exit %d\nstdout:\n%s\nstderr:\n%s\nwant 0, %q on stdout and nothing on stderr", code, stdout.String(), stderr.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestLocalBusyPort: a --port already taken fails before the emulator
+// is started or seeded.
+func TestLocalBusyPort(t *testing.T) {
+	t.Setenv("TMPDIR", t.TempDir())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	port := fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"local", "--once", "--port", port},
+		env{func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr})
+	if code != exitFailed || !strings.Contains(stderr.String(), "cmkrotator: local: --port "+port+": ") ||
+		!strings.Contains(stderr.String(), "address already in use") {
+		t.Errorf("got exit %d\n%s%s\nwant 1 naming the busy port", code, stdout.String(), stderr.String())
+	}
+	for _, step := range []string{"emulator", "seeded"} {
+		if strings.Contains(stderr.String(), step) {
+			t.Errorf("got\n%s\nwant nothing started or seeded", stderr.String())
+		}
 	}
 }
 

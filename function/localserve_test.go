@@ -54,6 +54,7 @@ func TestLocalServing(t *testing.T) {
 	var env []string
 	var control string
 	keys := map[string]bool{}
+	built := false
 	curls, commands := 0, 0
 	for i, l := range lines {
 		l = strings.TrimSpace(l)
@@ -107,9 +108,13 @@ func TestLocalServing(t *testing.T) {
 					env = append(env, w)
 				}
 			}
-		case strings.HasPrefix(l, "go run ./function "):
+		case l == "go build -o cmkrotator ./function":
+			built = true
+		case strings.HasPrefix(l, "go run "):
+			t.Errorf("got %q, want the built binary: go run turns every failure into exit 1", l)
+		case strings.HasPrefix(l, "./cmkrotator "):
 			commands++
-			args := strings.Fields(strings.TrimPrefix(l, "go run ./function "))
+			args := strings.Fields(strings.TrimPrefix(l, "./cmkrotator "))
 			want := 0
 			if c := wantExit.FindStringSubmatch(lines[i-1]); c != nil {
 				want = int(c[1][0] - '0')
@@ -124,6 +129,9 @@ func TestLocalServing(t *testing.T) {
 	}
 	if len(keys) != 1 || !strings.Contains(strings.Join(lines, "\n"), "The key is this run's own") {
 		t.Errorf("got keys %v, want one key, said to be this run's own", keys)
+	}
+	if !built {
+		t.Error("got no line building the binary the command lines run")
 	}
 	if curls < 5 || commands < 2 || len(env) < 6 {
 		t.Errorf("got %d curl lines, %d commands, environment %v; want them all printed:\n%s",
