@@ -376,8 +376,15 @@ func printReport(w io.Writer, rep rotation.Report) {
 	errs.note(w, "the command with")
 }
 
+// wouldMoveLegend explains a dry run's "would move": the report (and
+// its JSON) says the server was skipped, having been left alone, with
+// wouldPatch set.
+const wouldMoveLegend = `  would move: left alone by the dry run; a real run moves it to WOULD MOVE TO` +
+	` (JSON: outcome skipped, wouldPatch true)`
+
 // printReportCells writes one report; a dry run shows each server's
-// version as it is and, apart, the version it would move to.
+// version as it is and, apart, the version it would move to, with a
+// legend when a server would move.
 func printReportCells(w io.Writer, rep rotation.Report, errs *errorCells) {
 	fmt.Fprintf(w, "key %s", rep.Key)
 	switch {
@@ -423,6 +430,12 @@ func printReportCells(w io.Writer, rep rotation.Report, errs *errorCells) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", shortID(s.ID), outcome, short(s.PreviousVersion), would, reason)
 	}
 	tw.Flush()
+	for _, s := range rep.Servers {
+		if rep.DryRun && s.WouldPatch {
+			fmt.Fprintln(w, wouldMoveLegend)
+			break
+		}
+	}
 }
 
 // printEvents writes one row per event, numbered from 0 as in the file,

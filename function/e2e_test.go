@@ -402,7 +402,8 @@ func TestCommands(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("got exit %d\n%s%s\nwant 0", code, out, errOut)
 		}
-		for _, want := range []string{"(dry run: nothing changed)", "VERSION", "WOULD MOVE TO"} {
+		for _, want := range []string{"(dry run: nothing changed)", "VERSION", "WOULD MOVE TO",
+			"\n  would move: left alone by the dry run; a real run moves it to WOULD MOVE TO (JSON: outcome skipped, wouldPatch true)\n"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("got\n%s\nwant %q", out, want)
 			}
