@@ -133,7 +133,7 @@ func replayCommand(ctx context.Context, args []string, e env) error {
 		return usageError("read events from %s: more than %d bytes", name, maxReplayFile)
 	}
 	if ro.republish != "" {
-		return republishFileCommand(ctx, ro, data, name, e)
+		return republishFileCommand(ctx, ro, data, name, *asJSON, e)
 	}
 	b, err := rotation.DecodeBatch(data)
 	switch {

@@ -27,16 +27,9 @@ type recoverFlags struct {
 	since      string
 	dryRun     bool
 	again      bool
-
-	// json is replay's own --json, registered before these; nil when
-	// the flag set has none.
-	json flag.Getter
 }
 
 func (r *recoverFlags) register(fs *flag.FlagSet) {
-	if f := fs.Lookup("json"); f != nil {
-		r.json, _ = f.Value.(flag.Getter)
-	}
 	fs.StringVar(&r.deadLetter, "dead-letter", "", "replay the dead-letter blobs under this container URL[/prefix]")
 	fs.StringVar(&r.connString, "connection-string", "",
 		"storage connection string for --dead-letter (e.g. Azurite's); default: $AZURE_STORAGE_CONNECTION_STRING, else the Azure credential")
@@ -65,11 +58,6 @@ func (r recoverFlags) check(e env) error {
 			"or set AZURE_STORAGE_CONNECTION_STRING", err)
 	}
 	return nil
-}
-
-// asJSON reports whether replay was given --json.
-func (r recoverFlags) asJSON() bool {
-	return r.json != nil && r.json.Get() == true
 }
 
 // conn is the storage connection string for --dead-letter: the flag's,
@@ -261,7 +249,7 @@ type RepublishFileResult struct {
 	Error string `json:"error,omitempty"` // Event Grid refused a request; Sent says how many went before (the text output has it on stderr)
 }
 
-func republishFileCommand(ctx context.Context, ro recoverFlags, data []byte, name string, e env) error {
+func republishFileCommand(ctx context.Context, ro recoverFlags, data []byte, name string, asJSON bool, e env) error {
 	s, err := loadSettings(e.getenv, false, false)
 	if err != nil {
 		return err
@@ -286,7 +274,7 @@ func republishFileCommand(ctx context.Context, ro recoverFlags, data []byte, nam
 	if err != nil {
 		out.Error = err.Error()
 	}
-	if ro.asJSON() {
+	if asJSON {
 		writeJSONTo(e.stdout, out)
 	} else {
 		printRepublishFile(e.stdout, out)
