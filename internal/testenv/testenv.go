@@ -15,11 +15,13 @@ import (
 
 	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
 // Start starts an emulator with the default options, closed when the
-// test ends.
+// test ends. Its identity header, the managed identity secret, is given
+// to logcheck.Secret: no log may show it.
 func Start(t testing.TB) *emulator.Emulator {
 	t.Helper()
 	emu, err := emulator.Start(emulator.Options{})
@@ -27,6 +29,7 @@ func Start(t testing.TB) *emulator.Emulator {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
+	logcheck.Secret(t, emu.IdentityHeader())
 	return emu
 }
 
@@ -80,9 +83,10 @@ func KeyURL(body []byte) (string, error) {
 // all with client options co (set co.Transport to reach emu). It points
 // the managed identity environment (IDENTITY_ENDPOINT, IDENTITY_HEADER)
 // at emu for the rest of the test, so tests that call it must not run in
-// parallel.
+// parallel. The identity header is given to logcheck.Secret.
 func Adapters(t testing.TB, emu *emulator.Emulator, co azcore.ClientOptions) (azcore.TokenCredential, *azure.KeyVault, *azure.FluidRelay) {
 	t.Helper()
+	logcheck.Secret(t, emu.IdentityHeader())
 	t.Setenv("IDENTITY_ENDPOINT", emu.IdentityEndpoint())
 	t.Setenv("IDENTITY_HEADER", emu.IdentityHeader())
 
