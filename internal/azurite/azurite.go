@@ -28,6 +28,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 )
 
 // The well-known development account every Azurite serves.
@@ -67,9 +69,11 @@ type Azurite struct {
 
 // Start starts azurite-blob for t, waits until it answers, and stops it
 // in t.Cleanup. When no binary is found it skips t, or fails it when
-// AZURITE_REQUIRED or CI is set.
+// AZURITE_REQUIRED or CI is set. AccountKey is given to logcheck.Secret:
+// no log may show it.
 func Start(t testing.TB) *Azurite {
 	t.Helper()
+	logcheck.Secret(t, AccountKey)
 	bin, err := FindBinary()
 	if errors.Is(err, ErrNotFound) {
 		msg := fmt.Sprintf("%v: install it in the module root with %q, or set AZURITE_BIN", err, InstallCommand)
