@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 
 	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -61,7 +62,8 @@ func (w *world) rotatorWith(t testing.TB, edit func(*rotation.Config)) *rotation
 	co := azcore.ClientOptions{Transport: w.emu.InProcessTransport().(policy.Transporter)}
 	_, keys, relays := testenv.Adapters(t, w.emu, co)
 	w.watch = &watch{Servers: relays, inFlight: map[string]int{}, max: map[string]int{}}
-	cfg := rotation.Config{Keys: keys, Servers: w.watch, Targets: testenv.Targets(t, w.key.String(), w.ids...)}
+	cfg := rotation.Config{Keys: keys, Servers: w.watch, Targets: testenv.Targets(t, w.key.String(), w.ids...),
+		Logger: logcheck.Logger(t)}
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -72,7 +73,7 @@ func TestRotate_ServerLogsNameKeyAndVersion(t *testing.T) {
 	var logs lockedBuffer
 	r := w.rotatorWith(t, func(c *rotation.Config) {
 		c.Servers = panicky{Servers: c.Servers, id: w.ids[5]}
-		c.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+		c.Logger = slog.New(slog.NewJSONHandler(logcheck.Writer(t, &logs), nil))
 	})
 
 	dry := r.Rotate(t.Context(), rotation.Request{Key: w.key.WithVersion(v3.Version), DryRun: true})
