@@ -11,6 +11,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/cmkrotator/cmkrotator/azure"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -63,7 +64,8 @@ func TestCredentialRefused(t *testing.T) {
 			checkCredentialError(t, "get key", err, tt.want)
 
 			// Through a rotation, into the report.
-			r, err := rotation.New(rotation.Config{Keys: keys, Servers: relays, Targets: f.targets(t)})
+			r, err := rotation.New(rotation.Config{Keys: keys, Servers: relays, Targets: f.targets(t),
+				Logger: logcheck.Logger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -26,6 +26,7 @@ import (
 	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/internal/azurite"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -220,7 +221,7 @@ func TestReplayDeadLetters(t *testing.T) {
 	r := w.rotator(t, false)
 
 	t.Run("first run", func(t *testing.T) {
-		sum, err := d.Replay(t.Context(), r, azure.ReplayOptions{})
+		sum, err := d.Replay(t.Context(), r, azure.ReplayOptions{Logger: logcheck.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -253,7 +254,7 @@ func TestReplayDeadLetters(t *testing.T) {
 		w.emu.ResetRequests()
 		before := w.blobWrites.writes()
 
-		sum, err := d.Replay(t.Context(), r, azure.ReplayOptions{})
+		sum, err := d.Replay(t.Context(), r, azure.ReplayOptions{Logger: logcheck.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -275,7 +276,7 @@ func TestReplayDeadLetters(t *testing.T) {
 		w.emu.ResetRequests()
 		before := w.blobWrites.writes()
 
-		sum, err := d.Replay(t.Context(), r, azure.ReplayOptions{})
+		sum, err := d.Replay(t.Context(), r, azure.ReplayOptions{Logger: logcheck.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +297,7 @@ func TestReplayDeadLetters_DryRunChangesNothing(t *testing.T) {
 	w.emu.ResetRequests()
 	before := w.blobWrites.writes()
 
-	sum, err := d.Replay(t.Context(), w.rotator(t, true), azure.ReplayOptions{DryRun: true})
+	sum, err := d.Replay(t.Context(), w.rotator(t, true), azure.ReplayOptions{DryRun: true, Logger: logcheck.Logger(t)})
 
 	if err != nil {
 		t.Fatal(err)
@@ -328,7 +329,7 @@ func TestReplayDeadLetters_Since(t *testing.T) {
 	d := w.store(t, "deadletters")
 
 	since := time.Date(2024, 5, 1, 8, 30, 0, 0, time.UTC)
-	sum, err := d.Replay(t.Context(), w.rotator(t, false), azure.ReplayOptions{Since: since})
+	sum, err := d.Replay(t.Context(), w.rotator(t, false), azure.ReplayOptions{Since: since, Logger: logcheck.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +446,7 @@ func TestReplayDeadLetters_FailuresAreReturnedNotLogged(t *testing.T) {
 	var logs bytes.Buffer
 
 	sum, err := d.Replay(t.Context(), w.rotator(t, false), azure.ReplayOptions{
-		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+		Logger: slog.New(slog.NewTextHandler(logcheck.Writer(t, &logs), nil))})
 
 	if err == nil || !strings.Contains(err.Error(), "mark dead-letter blob "+name) {
 		t.Errorf("got %v, want the marking failure", err)
@@ -471,6 +472,7 @@ func (staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore
 // or log.
 func TestDeadLetters_NeverPrintsTheSignature(t *testing.T) {
 	const query = "?sv=2024-11-04&sp=rl&sig=c2VjcmV0LXNpZ25hdHVyZQ%3D%3D"
+	logcheck.Secret(t, "c2VjcmV0LXNpZ25hdHVyZQ")
 	secret := func(t *testing.T, what, s string) {
 		t.Helper()
 		if strings.Contains(s, "sig=") || strings.Contains(s, "c2VjcmV0") || strings.Contains(s, "hunter2") {
@@ -521,7 +523,7 @@ func TestDeadLetters_NeverPrintsTheSignature(t *testing.T) {
 				}
 				var logs bytes.Buffer
 				sum, err := d.Replay(t.Context(), w.rotator(t, true), azure.ReplayOptions{DryRun: true,
-					Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+					Logger: slog.New(slog.NewTextHandler(logcheck.Writer(t, &logs), &slog.HandlerOptions{Level: slog.LevelDebug}))})
 				if err != nil {
 					secret(t, "error", err.Error())
 				}
@@ -575,14 +577,14 @@ func TestReplayDeadLetters_OlderVersionLater(t *testing.T) {
 		d := w.store(t, "deadletters/RELAY-SUB")
 		r := w.rotator(t, false)
 		w.upload(t, newer, w.gridEvent(t, w.v3))
-		sum, err := d.Replay(t.Context(), r, azure.ReplayOptions{})
+		sum, err := d.Replay(t.Context(), r, azure.ReplayOptions{Logger: logcheck.Logger(t)})
 		if err != nil || sum.Replayed != 1 || !sum.Results[0].Marked {
 			t.Fatalf("first run: got %d replayed, %v; want the newer blob replayed and marked", sum.Replayed, err)
 		}
 
 		w.upload(t, older, w.gridEvent(t, w.v2), w.cloudEvent(t, w.v2))
 		w.emu.ResetRequests()
-		sum, err = d.Replay(t.Context(), r, azure.ReplayOptions{})
+		sum, err = d.Replay(t.Context(), r, azure.ReplayOptions{Logger: logcheck.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -602,7 +604,8 @@ func TestReplayDeadLetters_OlderVersionLater(t *testing.T) {
 		w.upload(t, older, w.gridEvent(t, w.v2), w.cloudEvent(t, w.v2))
 		var batches []int
 		sum, err := d.Replay(t.Context(), w.rotator(t, false), azure.ReplayOptions{Batch: 1,
-			Progress: func(s azure.ReplaySummary) { batches = append(batches, len(s.Results)) }})
+			Progress: func(s azure.ReplaySummary) { batches = append(batches, len(s.Results)) },
+			Logger:   logcheck.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -636,7 +639,7 @@ func TestDeadLetters_MarkKeepsMetadataNames(t *testing.T) {
 		t.Errorf("Meta(owner): got %q, want %q whatever the case", got, owner)
 	}
 
-	sum, err := d.Replay(t.Context(), w.rotator(t, false), azure.ReplayOptions{})
+	sum, err := d.Replay(t.Context(), w.rotator(t, false), azure.ReplayOptions{Logger: logcheck.Logger(t)})
 	if err != nil || !sum.Results[0].Marked {
 		t.Fatalf("got %+v, %v; want the blob marked", sum.Results, err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/internal/azurite"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -83,6 +84,9 @@ func await(t *testing.T, c <-chan struct{}, n int, what string) {
 func newLocker(t *testing.T, az *azurite.Azurite, w *leaseWatch, opts azure.BlobLockerOptions) *azure.BlobLocker {
 	t.Helper()
 	opts.ClientOptions.Transport = w
+	if opts.Logger == nil {
+		opts.Logger = logcheck.Logger(t)
+	}
 	l, err := azure.NewBlobLockerFromConnectionString(az.ConnectionString(), lockContainer, &opts)
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/emulator/eventgrid"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -86,7 +87,7 @@ func TestPull_SettlesPerOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sum, err := azure.Pull(t.Context(), receiver, w.rotator(t, false), azure.PullOptions{Once: true})
+	sum, err := azure.Pull(t.Context(), receiver, w.rotator(t, false), azure.PullOptions{Once: true, Logger: logcheck.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,8 @@ func TestPull_DryRunConsumesNothing(t *testing.T) {
 
 	var results []rotation.EventResult
 	sum, err := azure.Pull(t.Context(), receiver, w.rotator(t, true), azure.PullOptions{DryRun: true,
-		Results: func(rs []rotation.EventResult) { results = append(results, rs...) }})
+		Results: func(rs []rotation.EventResult) { results = append(results, rs...) },
+		Logger:  logcheck.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +192,7 @@ func TestPull_RenewsLocksDuringASlowRotation(t *testing.T) {
 				}
 				r := f.rotatorOver(t, transporter(f), func(c *rotation.Config) { c.Deadline = 5 * time.Minute })
 
-				sum, err := azure.Pull(t.Context(), receiver, r, azure.PullOptions{Once: true, RenewEvery: renew})
+				sum, err := azure.Pull(t.Context(), receiver, r, azure.PullOptions{Once: true, RenewEvery: renew, Logger: logcheck.Logger(t)})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -256,7 +258,7 @@ func TestPull_SettlementFailureDoesNotStopThePull(t *testing.T) {
 				r := f.rotatorOver(t, transporter(f), nil)
 				remove := srv.InjectFault(eventgrid.Fault{Operation: tt.op, Status: http.StatusServiceUnavailable})
 				var logs bytes.Buffer
-				log := slog.New(slog.NewTextHandler(&logs, nil))
+				log := slog.New(slog.NewTextHandler(logcheck.Writer(t, &logs), nil))
 
 				sum, err := azure.Pull(t.Context(), receiver, r, azure.PullOptions{Once: true, Logger: log})
 				if err != nil {
@@ -317,7 +319,7 @@ func TestPull_RefusedReceive(t *testing.T) {
 			defer cancel()
 
 			sum, err := azure.Pull(ctx, receiver, f.rotatorOver(t, transporter(f), nil), azure.PullOptions{
-				Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+				Logger: slog.New(slog.NewTextHandler(logcheck.Writer(t, &logs), nil)),
 				Progress: func(s azure.PullSummary) {
 					if s.Acknowledged > 0 {
 						cancel()
@@ -363,7 +365,8 @@ func TestPull_RefusedReceive(t *testing.T) {
 					t.Fatal(err)
 				}
 
-				_, err = azure.Pull(t.Context(), receiver, f.rotatorOver(t, transporter(f), nil), azure.PullOptions{Once: true})
+				_, err = azure.Pull(t.Context(), receiver, f.rotatorOver(t, transporter(f), nil),
+					azure.PullOptions{Once: true, Logger: logcheck.Logger(t)})
 
 				if !errors.Is(err, rotation.ErrRetryable) || !strings.Contains(err.Error(), tt.want) {
 					t.Errorf("got %v, want a retryable error saying %q", err, tt.want)

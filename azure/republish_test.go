@@ -14,6 +14,7 @@ import (
 
 	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator/eventgrid"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -228,7 +229,7 @@ func TestRepublishDeadLetters(t *testing.T) {
 	pub := publisher(t, srv, topic)
 	d := w.store(t, "deadletters")
 
-	sum, err := d.Republish(t.Context(), pub, azure.ReplayOptions{})
+	sum, err := d.Republish(t.Context(), pub, azure.ReplayOptions{Logger: logcheck.Logger(t)})
 	if err != nil || sum.Replayed != 3 || sum.Unfinished != 0 || sum.Events != 3 || sum.Sent != 3 || sum.Poison != 1 {
 		t.Errorf("got %d republished, %d unfinished, %d events, %d sent, %d poison, %v; want 3, 0, 3, 3, 1, nil",
 			sum.Replayed, sum.Unfinished, sum.Events, sum.Sent, sum.Poison, err)
@@ -241,7 +242,7 @@ func TestRepublishDeadLetters(t *testing.T) {
 		t.Errorf("got %d events on the topic, want 3", n)
 	}
 
-	sum, _ = d.Republish(t.Context(), pub, azure.ReplayOptions{})
+	sum, _ = d.Republish(t.Context(), pub, azure.ReplayOptions{Logger: logcheck.Logger(t)})
 	if sum.Done != 3 || len(topic.Events()) != 3 {
 		t.Errorf("second run: got %d done and %d events on the topic, want 3 and still 3", sum.Done, len(topic.Events()))
 	}
@@ -260,7 +261,7 @@ func TestRepublishDeadLetters_UndecodableEvent(t *testing.T) {
 	d := w.store(t, "deadletters")
 
 	for run := 1; run <= 2; run++ {
-		sum, err := d.Republish(t.Context(), pub, azure.ReplayOptions{})
+		sum, err := d.Republish(t.Context(), pub, azure.ReplayOptions{Logger: logcheck.Logger(t)})
 		if err != nil {
 			t.Fatalf("run %d: %v", run, err)
 		}
@@ -297,7 +298,7 @@ func TestRepublishDeadLetters_Refused(t *testing.T) {
 	topic := srv.AddTopic("recovery", eventgrid.TopicOptions{})
 	d := w.store(t, "deadletters")
 
-	sum, err := d.Republish(t.Context(), publisher(t, srv, topic), azure.ReplayOptions{})
+	sum, err := d.Republish(t.Context(), publisher(t, srv, topic), azure.ReplayOptions{Logger: logcheck.Logger(t)})
 
 	if err == nil || !strings.Contains(err.Error(), "none of 1 sent") || sum.Unfinished != 1 || sum.Results[0].Marked {
 		t.Errorf("got %+v, %v; want the blob unfinished, unmarked, and an error saying none was sent", sum, err)

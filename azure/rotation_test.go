@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -342,7 +343,7 @@ func TestHandleEvents_UnknownVersionNamed(t *testing.T) {
 	const missing = "0123456789abcdef0123456789abcdef"
 	var logs strings.Builder
 	r := f.rotator(t, func(c *rotation.Config) {
-		c.Logger = slog.New(slog.NewJSONHandler(&syncWriter{w: &logs}, nil))
+		c.Logger = slog.New(slog.NewJSONHandler(logcheck.Writer(t, &syncWriter{w: &logs}), nil))
 	})
 	ghost := emulator.KeyVersionInfo{KID: f.key.WithVersion(missing).String(), Name: "cmk", Version: missing}
 
@@ -693,7 +694,7 @@ func TestStatusAndRotate_NameWhatAPersonMustSettle(t *testing.T) {
 	var logs strings.Builder
 	r := f.rotator(t, func(c *rotation.Config) {
 		c.Targets = f.targets(t, f.ids[0], f.ids[1], plain)
-		c.Logger = slog.New(slog.NewTextHandler(&syncWriter{w: &logs}, nil))
+		c.Logger = slog.New(slog.NewTextHandler(logcheck.Writer(t, &syncWriter{w: &logs}), nil))
 	})
 
 	st := r.Status(t.Context())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cmkrotator/cmkrotator/azure"
 	"github.com/cmkrotator/cmkrotator/emulator"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -90,7 +91,7 @@ func (f *fixture) rotator(t testing.TB, edit func(*rotation.Config)) *rotation.R
 func (f *fixture) rotatorOver(t testing.TB, transport policy.Transporter, edit func(*rotation.Config)) *rotation.Rotator {
 	t.Helper()
 	keys, relays := f.adapters(t, transport)
-	cfg := rotation.Config{Keys: keys, Servers: relays, Targets: f.targets(t)}
+	cfg := rotation.Config{Keys: keys, Servers: relays, Targets: f.targets(t), Logger: logcheck.Logger(t)}
 	if edit != nil {
 		edit(&cfg)
 	}
