@@ -16,6 +16,7 @@ import (
 
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -77,7 +78,7 @@ func newInproc(t testing.TB, servers int) *inproc {
 	p.seen = &bearerTap{next: emu.InProcessTransport().(policy.Transporter), tokens: map[string]bool{}}
 	_, keys, relays := testenv.Adapters(t, emu, azcore.ClientOptions{Transport: p.seen})
 
-	log := slog.New(handler.LogHandler(slog.NewJSONHandler(p.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	log := slog.New(handler.LogHandler(slog.NewJSONHandler(logcheck.Writer(t, p.logs), &slog.HandlerOptions{Level: slog.LevelDebug})))
 	rot, err := rotation.New(rotation.Config{Keys: keys, Servers: relays, Targets: targets, Logger: log})
 	if err != nil {
 		t.Fatal(err)

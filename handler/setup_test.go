@@ -18,6 +18,7 @@ import (
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
 	"github.com/cmkrotator/cmkrotator/internal/fakehost"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -65,7 +66,7 @@ func setup(t *testing.T) *fixture {
 	_, keys, servers := testenv.Adapters(t, emu, co)
 
 	f.logs = &syncBuffer{}
-	log := slog.New(handler.LogHandler(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	log := slog.New(handler.LogHandler(slog.NewJSONHandler(logcheck.Writer(t, f.logs), &slog.HandlerOptions{Level: slog.LevelDebug})))
 	rot, err := rotation.New(rotation.Config{
 		Keys:    keys,
 		Servers: servers,
