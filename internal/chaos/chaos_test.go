@@ -26,6 +26,7 @@ import (
 
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -224,7 +225,7 @@ var redelivery = []time.Duration{10 * time.Second, 30 * time.Second, time.Minute
 // invocation that did not answer 2xx.
 func (s *scenario) run(t *testing.T) {
 	s.tap = newTap(s.emu)
-	s.logs = newLogRecorder(s.tap.seq)
+	s.logs = newLogRecorder(t, s.tap.seq)
 	h := s.newHandler(t)
 
 	s.injectFaults()
@@ -505,7 +506,8 @@ func (t *tap) record(req *http.Request, status int, body []byte) {
 }
 
 // logRecorder keeps every log line as JSON and, in the tap's sequence,
-// every "server rotated" line.
+// every "server rotated" line. logcheck scans the lines when the seed's
+// bubble ends.
 type logRecorder struct {
 	next  slog.Handler
 	attrs []slog.Attr
@@ -524,9 +526,10 @@ type rotatedLine struct {
 	server, version string
 }
 
-func newLogRecorder(seq *atomic.Int64) *logRecorder {
+func newLogRecorder(t *testing.T, seq *atomic.Int64) *logRecorder {
 	st := &logState{seq: seq}
-	return &logRecorder{next: slog.NewJSONHandler(lockedWriter{st}, &slog.HandlerOptions{Level: slog.LevelDebug}), state: st}
+	w := logcheck.Writer(t, lockedWriter{st})
+	return &logRecorder{next: slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}), state: st}
 }
 
 type lockedWriter struct{ st *logState }
