@@ -255,16 +255,18 @@ func statusExit(st handler.StatusResponse) int {
 	return exitOK
 }
 
-// reportsExit maps reports to the exit codes: retryable failures first,
-// then final ones.
+// reportsExit maps reports to the exit codes: exitFailed when anything
+// needs a person, even if other failures may clear; exitRetryable when
+// running again later could finish everything; exitOK otherwise.
 func reportsExit(reps []rotation.Report) error {
 	code := exitOK
 	for _, r := range reps {
 		switch {
-		case !r.Final():
-			return &exitError{code: exitRetryable, err: errQuiet}
-		case !r.OK():
-			code = exitFailed
+		case r.OK():
+		case r.Retryable:
+			code = max(code, exitRetryable)
+		default:
+			return &exitError{code: exitFailed, err: errQuiet}
 		}
 	}
 	if code != exitOK {
@@ -452,8 +454,10 @@ func printEvents(w io.Writer, results []rotation.EventResult) {
 		switch {
 		case r.Report != nil && r.Report.OK():
 			res = "ok"
-		case r.Report != nil && !r.Report.Final():
+		case r.Report != nil && r.Report.Retryable:
 			res = "failed, retry later"
+		case r.Report != nil && !r.Report.Final():
+			res = "failed; some servers may clear on a retry"
 		case r.Report != nil:
 			res = "failed"
 		case strings.HasPrefix(res, rotation.IgnoredUndecodable):

@@ -455,17 +455,16 @@ func reconcileCommand(ctx context.Context, args []string, e env) error {
 	return reconcileExit(reps)
 }
 
-// reconcileExit: anything a later run could fix exits 3; else drift
-// left unfixed (a failed server, a server on another key, a key error)
-// exits 1.
+// reconcileExit: drift a person must sort out (a failure for good, a
+// server on another key) exits 1, even beside failures a later run could
+// fix; else those exit 3; else 0.
 func reconcileExit(reps []rotation.Report) error {
-	if err := reportsExit(reps); err != nil {
-		return err
+	for _, d := range drift(reps) {
+		if !d.Retryable {
+			return &exitError{code: exitFailed, err: errQuiet}
+		}
 	}
-	if len(drift(reps)) > 0 {
-		return &exitError{code: exitFailed, err: errQuiet}
-	}
-	return nil
+	return reportsExit(reps)
 }
 
 // ReconcileResult is what cmkrotator reconcile --json prints.

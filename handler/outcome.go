@@ -29,25 +29,35 @@ func invocationStatus(reports []rotation.Report) int {
 // apiStatus is the answer to /api/rotate and /api/replay:
 //
 //	200  every server rotated, current or skipped
-//	503  something failed that a retry could fix (with Retry-After)
+//	503  everything that failed may succeed on a retry (with Retry-After)
 //	502  the vault or Resource Manager answered an unexpected error for
 //	     the key itself
 //	422  the key cannot be rotated as asked (invalid target version)
 //	404  the key or the requested version does not exist
-//	207  some servers failed for good, others did not
+//	207  some servers failed for good, or some failures need a person
+//	     and others may clear on a retry
+//
+// A retry is offered (503) only when it could finish the work: a client
+// told to retry a request that also holds a failure for a person would
+// retry it for ever.
 func apiStatus(reports []rotation.Report) int {
-	status := http.StatusOK
+	status, retry := http.StatusOK, false
 	for _, rep := range reports {
 		switch {
 		case rep.OK():
-			continue
-		case !rep.Final():
-			return http.StatusServiceUnavailable
+		case rep.Retryable:
+			retry = true
 		case rep.Error != "":
 			status = max(status, keyErrorStatus(rep.ErrorKind))
 		default:
 			status = max(status, http.StatusMultiStatus)
 		}
+	}
+	switch {
+	case retry && status == http.StatusOK:
+		return http.StatusServiceUnavailable
+	case retry:
+		return http.StatusMultiStatus
 	}
 	return status
 }

@@ -36,12 +36,12 @@ type Report struct {
 	Error     string    `json:"error,omitempty"`
 	ErrorKind ErrorKind `json:"errorKind,omitempty"`
 
-	// Retryable says whether a retry could finish what this report left
-	// unfinished without a person; it is !Final(). With Error set, it is
-	// whether that error may clear (a final key error means no retry can
-	// succeed, whatever the servers say). Without Error, it is true when
-	// some server failed retryably, and false when every server ended
-	// (rotated, current, skipped, or failed for good).
+	// Retryable says whether a retry could finish everything this
+	// report left unfinished without a person. With Error set, it is
+	// whether that error may clear. Without Error, it is true when some
+	// server failed retryably and none failed for good; a report with
+	// both is not Retryable, though not Final either: a retry would move
+	// some servers, and a person is still needed for the others.
 	Retryable bool `json:"retryable"`
 
 	// Notes tell a person what the rotation did other than asked,
@@ -79,6 +79,19 @@ func (r Report) Final() bool {
 		}
 	}
 	return true
+}
+
+// finishable reports whether a retry could finish everything the
+// servers left: some server failed retryably, and none for good.
+func (r Report) finishable() bool {
+	retry := false
+	for _, s := range r.Servers {
+		if s.Outcome == Failed && !s.Retryable {
+			return false
+		}
+		retry = retry || s.Outcome == Failed
+	}
+	return retry
 }
 
 // OK reports whether every server ended rotated, current or skipped and

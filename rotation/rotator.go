@@ -206,7 +206,7 @@ func (r *Rotator) rotate(ctx context.Context, t Target, req Request) Report {
 	if ra := p.throttled.Load(); ra != nil {
 		rep.RetryAfter = ra.After
 	}
-	rep.Retryable = !rep.Final()
+	rep.Retryable = rep.finishable()
 	r.log.InfoContext(ctx, "rotation done", "key_name", t.Key.Name, "key_version", p.target.Ref.Version,
 		"servers", len(rep.Servers), "ok", rep.OK(), "elapsed", time.Since(start))
 	return rep
