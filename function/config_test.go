@@ -16,6 +16,7 @@ import (
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
 	"github.com/cmkrotator/cmkrotator/internal/fakehost"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
 
@@ -102,7 +103,8 @@ func copyApp(t *testing.T) string {
 func smoke(t *testing.T, root string) error {
 	w := seed(t)
 	ctx := context.Background()
-	h, err := fakehost.Start(ctx, root, w.env(t, w.emu.ClientID()), fakehost.Options{Executable: build(t)})
+	h, err := fakehost.Start(ctx, root, w.env(t, w.emu.ClientID()),
+		fakehost.Options{Executable: build(t), Output: logcheck.Writer(t, nil)})
 	if err != nil {
 		return err
 	}

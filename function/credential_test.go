@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,6 +15,8 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 )
 
 // slowToken answers once release is closed, or fails when the request's
@@ -35,16 +36,16 @@ func (s *slowToken) GetToken(ctx context.Context, _ policy.TokenRequestOptions) 
 	}
 }
 
-func newSlowCheck() (*credentialCheck, *slowToken) {
+func newSlowCheck(t *testing.T) (*credentialCheck, *slowToken) {
 	cred := &slowToken{release: make(chan struct{})}
-	return newCredentialCheck(cred, "test identity", "", slog.New(slog.NewTextHandler(io.Discard, nil))), cred
+	return newCredentialCheck(cred, "test identity", "", logcheck.Logger(t)), cred
 }
 
 // TestCredentialStatus_ConcurrentCallersShareOneCheck: callers arriving
 // while a check runs wait for it rather than starting their own.
 func TestCredentialStatus_ConcurrentCallersShareOneCheck(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c, cred := newSlowCheck()
+		c, cred := newSlowCheck(t)
 		const callers = 8
 		got := make([]bool, callers)
 		var wg sync.WaitGroup
@@ -74,7 +75,7 @@ func TestCredentialStatus_ConcurrentCallersShareOneCheck(t *testing.T) {
 // not after the check's own 15 s.
 func TestCredentialStatus_WaitsNoLongerThanTheRequest(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c, _ := newSlowCheck()
+		c, _ := newSlowCheck(t)
 		ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 		defer cancel()
 		start := time.Now()
@@ -144,7 +145,7 @@ func TestIdentityRetries(t *testing.T) {
 // nothing.
 func TestCredentialCheck_LogsTheHintOnce(t *testing.T) {
 	var logs strings.Builder
-	c := newCredentialCheck(refusing{}, "test identity", "", slog.New(slog.NewTextHandler(&logs, nil)))
+	c := newCredentialCheck(refusing{}, "test identity", "", slog.New(slog.NewTextHandler(logcheck.Writer(t, &logs), nil)))
 	c.hint = func(error) string { return "check the thing" }
 	c.managed = true
 
@@ -154,7 +155,7 @@ func TestCredentialCheck_LogsTheHintOnce(t *testing.T) {
 	if logs.Len() != 0 {
 		t.Errorf("check logged %q, want nothing", logs.String())
 	}
-	c = newCredentialCheck(refusing{}, "test identity", "", slog.New(slog.NewTextHandler(&logs, nil)))
+	c = newCredentialCheck(refusing{}, "test identity", "", slog.New(slog.NewTextHandler(logcheck.Writer(t, &logs), nil)))
 	c.hint = func(error) string { return "check the thing" }
 	c.run(t.Context())
 	if got := strings.Count(logs.String(), "check the thing"); got != 1 {

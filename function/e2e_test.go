@@ -22,6 +22,7 @@ import (
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/handler"
 	"github.com/cmkrotator/cmkrotator/internal/fakehost"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 	"github.com/cmkrotator/cmkrotator/internal/testenv"
 	"github.com/cmkrotator/cmkrotator/rotation"
 )
@@ -118,14 +119,16 @@ func (w *world) env(t *testing.T, clientID string) []string {
 }
 
 // start starts the built binary as the host starts the app in the
-// repository root, with host.json's arguments.
+// repository root, with host.json's arguments. It stops when t ends, and
+// its output is scanned by logcheck then.
 func start(t *testing.T, env []string) *fakehost.Host {
 	t.Helper()
 	h, err := fakehost.Start(context.Background(), appRoot(t), env,
-		fakehost.Options{Executable: build(t), FunctionKey: "fn-key"})
+		fakehost.Options{Executable: build(t), FunctionKey: "fn-key", Output: logcheck.Writer(t, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { h.Close() })
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("handler output:\n%s", h.Output())
@@ -357,14 +360,17 @@ func TestBadSettings(t *testing.T) {
 	bin := build(t)
 	cmd := exec.Command(bin)
 	cmd.Env = []string{"FUNCTIONS_CUSTOMHANDLER_PORT=1", `ROTATION_TARGETS={"targets":[{"key":"https://kv.vault.azure.net/secrets/x","servers":[]}]}`}
-	out, err := cmd.CombinedOutput()
+	var out strings.Builder
+	w := logcheck.Writer(t, &out)
+	cmd.Stdout, cmd.Stderr = w, w
+	err := cmd.Run()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 		t.Fatalf("got %v, want exit code 2", err)
 	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != 1 || !strings.Contains(lines[0], "ROTATION_TARGETS") {
-		t.Errorf("got %q, want one line naming ROTATION_TARGETS", out)
+		t.Errorf("got %q, want one line naming ROTATION_TARGETS", out.String())
 	}
 }
 

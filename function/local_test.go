@@ -33,7 +33,7 @@ func TestLocalOnce(t *testing.T) {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
 			getenv := func(string) string { return "" }
-			code := run(context.Background(), args, env{getenv, strings.NewReader(""), &stdout, &stderr})
+			code := run(context.Background(), args, scannedEnv(t, getenv, &stdout, &stderr))
 			if code != exitOK {
 				t.Fatalf("got exit %d, want 0\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 			}
@@ -110,7 +110,7 @@ func TestUsage(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), tt.args, env{func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr})
+			code := run(context.Background(), tt.args, scannedEnv(t, func(string) string { return "" }, &stdout, &stderr))
 			if code != tt.wantCode {
 				t.Errorf("got exit %d, want %d\n%s%s", code, tt.wantCode, stdout.String(), stderr.String())
 			}
@@ -140,7 +140,7 @@ func TestHelp(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), tt.args, env{func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr})
+			code := run(context.Background(), tt.args, scannedEnv(t, func(string) string { return "" }, &stdout, &stderr))
 			out := stdout.String()
 			if code != exitOK || !strings.Contains(out, tt.want) || (tt.notWant != "" && strings.Contains(out, tt.notWant)) || stderr.Len() != 0 {
 				t.Errorf("got exit %d\nstdout:\n%s\nstderr:\n%s\nwant 0, %q on stdout and nothing on stderr", code, stdout.String(), stderr.String(), tt.want)
@@ -162,7 +162,7 @@ func TestLocalBusyPort(t *testing.T) {
 
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), []string{"local", "--once", "--port", port},
-		env{func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr})
+		scannedEnv(t, func(string) string { return "" }, &stdout, &stderr))
 	if code != exitFailed || !strings.Contains(stderr.String(), "cmkrotator: local: --port "+port+": ") ||
 		!strings.Contains(stderr.String(), "address already in use") {
 		t.Errorf("got exit %d\n%s%s\nwant 1 naming the busy port", code, stdout.String(), stderr.String())
@@ -183,7 +183,7 @@ func TestLocalUsage(t *testing.T) {
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run(context.Background(), args, env{func(string) string { return "" }, strings.NewReader(""), &stdout, &stderr})
+			code := run(context.Background(), args, scannedEnv(t, func(string) string { return "" }, &stdout, &stderr))
 			if code != exitUsage || !strings.Contains(stderr.String(), "cmkrotator: local") || strings.Contains(stderr.String(), "seeded") {
 				t.Errorf("got exit %d\n%s%s\nwant 2, the reason, and nothing seeded", code, stdout.String(), stderr.String())
 			}

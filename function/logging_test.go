@@ -6,13 +6,16 @@ import (
 	"log/slog"
 	"testing"
 	"time"
+
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 )
 
 // TestLogger_JSONDurations: the host's JSON lines show durations as
 // people write them, not as nanoseconds.
 func TestLogger_JSONDurations(t *testing.T) {
 	var out bytes.Buffer
-	newLogger("json", slog.LevelInfo, &out, &out).Info("served", "elapsed", 1500*time.Millisecond)
+	w := logcheck.Writer(t, &out)
+	newLogger("json", slog.LevelInfo, w, w).Info("served", "elapsed", 1500*time.Millisecond)
 	var line map[string]any
 	if err := json.Unmarshal(out.Bytes(), &line); err != nil {
 		t.Fatalf("got %q, not one JSON line: %v", out.String(), err)

@@ -17,6 +17,7 @@ import (
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/emulator/eventgrid"
 	"github.com/cmkrotator/cmkrotator/internal/azurite"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 )
 
 // runBinary runs cmkrotator with env and returns its exit code and
@@ -26,14 +27,15 @@ func runBinary(t *testing.T, env []string, args ...string) (int, string, string)
 	return runBinaryIn(t, env, nil, args...)
 }
 
-// runBinaryIn is runBinary with stdin (nil: none).
+// runBinaryIn is runBinary with stdin (nil: none). Its output is scanned
+// by logcheck when t ends.
 func runBinaryIn(t *testing.T, env []string, stdin io.Reader, args ...string) (int, string, string) {
 	t.Helper()
 	cmd := exec.Command(build(t), args...)
 	cmd.Env = env
 	cmd.Stdin = stdin
 	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdout, cmd.Stderr = logcheck.Writer(t, &stdout), logcheck.Writer(t, &stderr)
 	err := cmd.Run()
 	var ee *exec.ExitError
 	switch {

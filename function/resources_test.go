@@ -16,6 +16,7 @@ import (
 
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/internal/fakehost"
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 )
 
 // TestResidentMemory measures the built binary's peak resident memory
@@ -101,7 +102,7 @@ func peakRSS(t *testing.T, bin string, env []string, work func(*fakehost.Host)) 
 	var stderr bytes.Buffer
 	cmd := exec.Command("/usr/bin/time", "-v", bin, "serve")
 	cmd.Env = append(env, "FUNCTIONS_CUSTOMHANDLER_PORT="+strconv.Itoa(port))
-	cmd.Stderr = &stderr
+	cmd.Stdout, cmd.Stderr = logcheck.Writer(t, nil), logcheck.Writer(t, &stderr)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

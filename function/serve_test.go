@@ -2,14 +2,14 @@ package main
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/cmkrotator/cmkrotator/internal/logcheck"
 )
 
 // pipeListener hands out in-memory connections, which a synctest bubble
@@ -65,7 +65,7 @@ func TestServeOn_CancelsHandlersAfterTheGrace(t *testing.T) {
 		})
 		ctx, stop := context.WithCancel(t.Context())
 		served := make(chan error, 1)
-		go func() { served <- serveOn(ctx, ln, h, slog.New(slog.NewTextHandler(io.Discard, nil))) }()
+		go func() { served <- serveOn(ctx, ln, h, logcheck.Logger(t)) }()
 		client := &http.Client{Transport: &http.Transport{DialContext: ln.dial}}
 		go func() {
 			if resp, err := client.Get("http://handler/"); err == nil {
