@@ -151,8 +151,7 @@ func containerOptions(opts *DeadLetterOptions) *container.ClientOptions {
 	if opts != nil {
 		co = opts.ClientOptions
 	}
-	co.Retry = retryOptions(co.Retry, transient...)
-	return &container.ClientOptions{ClientOptions: co}
+	return &container.ClientOptions{ClientOptions: pipelineOptions(co, transient...)}
 }
 
 // String names the container and prefix.

@@ -56,7 +56,7 @@ func NewFluidRelay(cred azcore.TokenCredential, opts *FluidRelayOptions) (*Fluid
 	co.Cloud.Services = map[cloud.ServiceName]cloud.ServiceConfiguration{
 		cloud.ResourceManager: {Endpoint: o.Endpoint, Audience: o.Audience},
 	}
-	co.Retry = retryOptions(co.Retry, append(transient, http.StatusConflict)...)
+	co = pipelineOptions(co, append(transient, http.StatusConflict)...)
 	c, err := arm.NewClient(moduleName, moduleVersion, cred, &arm.ClientOptions{
 		ClientOptions:         co,
 		DisableRPRegistration: true,
@@ -119,7 +119,9 @@ func (f *FluidRelay) List(ctx context.Context, scope string) ([]rotation.Server,
 }
 
 // do sends one request through the ARM pipeline and decodes a 200 into out.
+// An error its context ended says what the last try failed with.
 func (f *FluidRelay) do(ctx context.Context, method, url string, body, out any) error {
+	ctx, tries := withLastTry(ctx)
 	req, err := runtime.NewRequest(ctx, method, url)
 	if err != nil {
 		return err
@@ -137,7 +139,7 @@ func (f *FluidRelay) do(ctx context.Context, method, url string, body, out any) 
 	}
 	resp, err := f.client.Pipeline().Do(req)
 	if err != nil {
-		return err
+		return tries.explain(err)
 	}
 	if !runtime.HasStatusCode(resp, http.StatusOK) {
 		return runtime.NewResponseError(resp)

@@ -42,7 +42,7 @@ func NewKeyVault(cred azcore.TokenCredential, opts *KeyVaultOptions) *KeyVault {
 	if opts != nil {
 		kv.opts = opts.ClientOptions
 	}
-	kv.opts.Retry = retryOptions(kv.opts.Retry, transient...)
+	kv.opts = pipelineOptions(kv.opts, transient...)
 	return kv
 }
 
@@ -71,9 +71,10 @@ func (kv *KeyVault) Key(ctx context.Context, ref rotation.KeyRef) (rotation.KeyV
 	if err != nil {
 		return rotation.KeyVersion{}, err
 	}
+	ctx, tries := withLastTry(ctx)
 	resp, err := c.GetKey(ctx, ref.Name, ref.Version, nil)
 	if err != nil {
-		return rotation.KeyVersion{}, classify("get key "+ref.String(), err)
+		return rotation.KeyVersion{}, classify("get key "+ref.String(), tries.explain(err))
 	}
 	if resp.Key == nil || resp.Key.KID == nil {
 		return rotation.KeyVersion{}, fmt.Errorf("get key %s: response has no kid", ref)
@@ -101,11 +102,12 @@ func (kv *KeyVault) Versions(ctx context.Context, ref rotation.KeyRef) ([]rotati
 		return nil, err
 	}
 	var out []rotation.KeyVersion
+	ctx, tries := withLastTry(ctx)
 	pager := c.NewListKeyPropertiesVersionsPager(ref.Name, nil)
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
-			return nil, classify("list versions of "+ref.Versionless().String(), err)
+			return nil, classify("list versions of "+ref.Versionless().String(), tries.explain(err))
 		}
 		for _, p := range page.Value {
 			if p == nil || p.KID == nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
@@ -155,8 +156,7 @@ func (l *BlobLocker) clientOptions(opts *BlobLockerOptions) *container.ClientOpt
 	if opts != nil {
 		co = opts.ClientOptions
 	}
-	co.Retry = retryOptions(co.Retry, transient...)
-	return &container.ClientOptions{ClientOptions: co}
+	return &container.ClientOptions{ClientOptions: pipelineOptions(co, transient...)}
 }
 
 // String names the container.
@@ -209,6 +209,7 @@ func (l *BlobLocker) acquire(ctx context.Context, key, name string, lc *lease.Bl
 	created := false
 	wait := lockWaitFirst
 	for attempt := 1; ; attempt++ {
+		ctx, tries := withLastTry(ctx)
 		_, err := lc.AcquireLease(ctx, int32(l.lease/time.Second), nil)
 		switch {
 		case err == nil:
@@ -222,13 +223,13 @@ func (l *BlobLocker) acquire(ctx context.Context, key, name string, lc *lease.Bl
 			created = true
 			continue
 		default:
-			if _, ok := errors.AsType[*azcore.ResponseError](err); !ok {
+			if _, ok := errors.AsType[*azcore.ResponseError](err); !ok && tries.Reached() {
 				// A request that failed in flight may have taken the
 				// lease all the same; give it back rather than hold the
-				// key for a minute.
+				// key for a minute. One that never connected did not.
 				l.release(ctx, key, lc)
 			}
-			return classify("lock "+key, err)
+			return classify("lock "+key, tries.explain(err))
 		}
 
 		t := time.NewTimer(rand.N(wait) + wait/2) // 0.5–1.5 × wait
@@ -301,12 +302,13 @@ func (l *BlobLocker) keep(ctx context.Context, key string, lc *lease.BlobClient)
 	}
 }
 
-// release gives the lease back, on a context of its own that outlives
-// ctx's cancellation by at most lockRelease. A failure is logged: the
-// lease runs out by itself.
+// release gives the lease back, in one try on a context of its own that
+// outlives ctx's cancellation by at most lockRelease. A failure is logged:
+// the lease runs out by itself, so retrying would only hold the caller.
 func (l *BlobLocker) release(ctx context.Context, key string, lc *lease.BlobClient) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lockRelease)
 	defer cancel()
+	rctx = policy.WithRetryOptions(rctx, policy.RetryOptions{MaxRetries: -1})
 	_, err := lc.ReleaseLease(rctx, nil)
 	if err == nil || bloberror.HasCode(err, bloberror.LeaseIDMismatchWithLeaseOperation,
 		bloberror.LeaseNotPresentWithLeaseOperation, bloberror.BlobNotFound, bloberror.ContainerNotFound) {
