@@ -401,6 +401,9 @@ func printReportCells(w io.Writer, rep rotation.Report, errs *errorCells) {
 	if rep.Error != "" {
 		fmt.Fprintf(w, "  error: %s (retryable: %t)\n", errs.cell(rep.Error, ""), rep.Retryable)
 	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(w, "  note: %s\n", n)
+	}
 	if len(rep.Servers) == 0 {
 		return
 	}
