@@ -16,7 +16,8 @@ import (
 )
 
 // Do answers a client's request to the host's public HTTP endpoint, as
-// the host does. The host itself answers 404, with no body, when no HTTP
+// the host does. Its own endpoints come first: the Event Grid webhook
+// and the admin endpoint (see webhook). The host itself answers 404, with no body, when no HTTP
 // function's route matches the path (/{routePrefix}/{route}) or the
 // function does not take the method (azure-functions-host#10098), and
 // 401 when a function of authLevel function or admin is called without
@@ -25,6 +26,9 @@ import (
 // function is invoked in JSON mode (see HTTP) and the client gets its
 // http output, or 500 when the invocation failed.
 func (h *Host) Do(ctx context.Context, in *http.Request) (*http.Response, error) {
+	if resp, ok, err := h.webhook(ctx, in); ok {
+		return resp, err
+	}
 	fn, params, ok := h.app.route(in.URL.Path)
 	if !ok || !takes(fn.Trigger(), in.Method) {
 		return answer(in, http.StatusNotFound, nil, nil), nil
