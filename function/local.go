@@ -430,6 +430,11 @@ Try, in another terminal:
   curl -s -X POST -H "x-functions-key: %[14]s" %[1]s/api/rotate -H 'Content-Type: application/json' -d '{"key":"%[3]s"}'
   # the event just delivered, replayed (a no-op now)
   curl -s -X POST -H "x-functions-key: %[14]s" %[1]s/api/replay -H 'Content-Type: application/json' --data-binary @%[4]s
+  # a new key version, its event delivered as Event Grid does, through the host's webhook: 202
+  curl -s -X POST %[11]s/vaults/%[15]s/keys/%[16]s/rotate
+  curl -s -X POST %[11]s/events -d '{"vault":"%[15]s","key":"%[16]s"}' | curl -s -X POST -H "x-functions-key: %[14]s" "%[1]s/runtime/webhooks/eventgrid?functionName=KeyNewVersionCreated" -H 'aeg-event-type: Notification' -H 'Content-Type: application/json' --data-binary @- -w '%%{http_code}\n'
+  # the Reconcile timer, run by hand as the admin endpoint does: 202
+  curl -s -X POST -H "x-functions-key: %[14]s" %[1]s/admin/functions/Reconcile -H 'Content-Type: application/json' -d '{"input":""}' -w '%%{http_code}\n'
 
 Or the command line against the same emulator, built once from the
 repository root so that its exit codes are the README's (under go run
@@ -447,5 +452,6 @@ Emulator control surface: %[11]s (GET %[11]s/ lists its routes)
 %[13]s is removed on exit. Stop with Ctrl-C.
 `, base, w.key.String(), ec, filepath.Join(w.dir, "event.json"),
 		em.IdentityEndpoint(), em.IdentityHeader(), em.ClientID(), em.CertFile(), em.ARMEndpoint(),
-		filepath.Join(w.dir, "targets.json"), em.ControlURL(), w.retired, w.dir, key)
+		filepath.Join(w.dir, "targets.json"), em.ControlURL(), w.retired, w.dir, key,
+		w.vault.Name(), w.key.Name)
 }

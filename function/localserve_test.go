@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -58,14 +59,18 @@ func TestLocalServing(t *testing.T) {
 		t.Fatalf("got output\n%s\nlogs:\n%s\nwant the lines to try", strings.Join(lines, "\n"), stderr.String())
 	}
 
-	curl := regexp.MustCompile(`^\s*curl -s (?:-X (\w+) )?-H "x-functions-key: ([^"]+)" (\S+)(?: -H '[^']*')?(?: -d '([^']*)'| --data-binary @(\S+))?$`)
+	curl := regexp.MustCompile(`^\s*curl -s (?:-X (\w+) )?-H "x-functions-key: ([^"]+)" (\S+)(?: -H '[^']*')?(?: -d '([^']*)'| --data-binary @(\S+))?(?: -w '[^']*')?$`)
+	// A new key version on the control surface, then its event, built by
+	// the control surface, piped to the host's Event Grid webhook.
+	controlPost := regexp.MustCompile(`^curl -s -X POST (\S+)$`)
+	delivery := regexp.MustCompile(`^curl -s -X POST (\S+) -d '([^']*)' \| curl -s -X POST -H "x-functions-key: ([^"]+)" "(\S+)" -H '(aeg-event-type): (\w+)' .*--data-binary @- -w '[^']*'$`)
 	wantStatus := regexp.MustCompile(`: (\d{3})$`)
 	wantExit := regexp.MustCompile(`^\s*# exit (\d):`)
 	var env []string
 	var control string
 	keys := map[string]bool{}
 	built := false
-	curls, commands := 0, 0
+	curls, commands, deliveries := 0, 0, 0
 	for i, l := range lines {
 		l = strings.TrimSpace(l)
 		switch {
@@ -87,7 +92,7 @@ func TestLocalServing(t *testing.T) {
 			}
 			want := http.StatusOK
 			if c := wantStatus.FindStringSubmatch(lines[i-1]); c != nil {
-				want = map[string]int{"404": 404, "422": 422}[c[1]]
+				want, _ = strconv.Atoi(c[1])
 			}
 			// The host refuses a call without the function key.
 			req, _ := http.NewRequest(method, url, strings.NewReader(body))
@@ -111,6 +116,35 @@ func TestLocalServing(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != want {
 				t.Errorf("%s\n(under %q): got %d %s, want %d", l, lines[i-1], resp.StatusCode, got, want)
+			}
+		case controlPost.MatchString(l):
+			resp, err := http.Post(controlPost.FindStringSubmatch(l)[1], "application/json", nil)
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("%s: got %d, want 200", l, resp.StatusCode)
+			}
+		case delivery.MatchString(l):
+			deliveries++
+			m := delivery.FindStringSubmatch(l)
+			resp, err := http.Post(m[1], "application/json", strings.NewReader(m[2]))
+			if err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			event, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			req, _ := http.NewRequest(http.MethodPost, m[4], bytes.NewReader(event))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("x-functions-key", m[3])
+			req.Header.Set(m[5], m[6])
+			if resp, err = http.DefaultClient.Do(req); err != nil {
+				t.Fatalf("%s: %v", l, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				t.Errorf("%s: got %d for event %s, want 202", l, resp.StatusCode, event)
 			}
 		case strings.HasPrefix(l, "export "):
 			words := strings.Fields(strings.TrimPrefix(l, "export ") + " " + lines[i+1])
@@ -147,9 +181,9 @@ func TestLocalServing(t *testing.T) {
 	if !built {
 		t.Error("got no line building the binary the command lines run")
 	}
-	if curls < 5 || commands < 2 || len(env) < 6 {
-		t.Errorf("got %d curl lines, %d commands, environment %v; want them all printed:\n%s",
-			curls, commands, env, strings.Join(lines, "\n"))
+	if curls < 6 || commands < 2 || deliveries != 1 || len(env) < 6 {
+		t.Errorf("got %d curl lines, %d commands, %d deliveries, environment %v; want them all printed:\n%s",
+			curls, commands, deliveries, env, strings.Join(lines, "\n"))
 	}
 
 	resp, err := http.Get(control + "/")
