@@ -354,8 +354,10 @@ func (c cronField) value(v string) error {
 }
 
 // checkTimeSpan reads a TimeSpan schedule as .NET's TimeSpan.Parse does:
-// [d.]hh:mm[:ss[.fraction]], or d:hh:mm[:ss] when the first of three
-// parts is 24 or more, or four parts; an interval of zero never fires.
+// [d.]hh:mm[:ss[.fraction]], or d:hh:mm:ss in four parts; an interval of
+// zero never fires. .NET also reads three parts whose first is 24 or more
+// as d:hh:mm ("25:00:00" is 25 days); that is refused, since whoever
+// wrote it meant hours.
 func checkTimeSpan(v string) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("TimeSpan %q: %s; want %s", v, fmt.Sprintf(format, args...), scheduleHelp)
@@ -393,7 +395,9 @@ func checkTimeSpan(v string) error {
 	case len(nums) == 4 && days == 0:
 		days, nums = nums[0], nums[1:]
 	case len(nums) == 3 && days == 0 && nums[0] >= 24:
-		days, nums = nums[0], append(nums[1:], 0)
+		return bad("the host reads three parts from 24 up as d:hh:mm, so %d would be days, not hours; "+
+			"write %d.%02d:%02d:%02d for %d hours, and days as d.hh:mm:ss",
+			nums[0], nums[0]/24, nums[0]%24, nums[1], nums[2], nums[0])
 	case len(nums) < 2 || len(nums) > 3:
 		return bad("want two or three parts separated by colons")
 	}

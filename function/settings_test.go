@@ -128,7 +128,7 @@ func TestCheckSchedule(t *testing.T) {
 	for _, v := range []string{
 		"0 */30 * * * *", "0 0 */6 * * *", "0 0 2 * * Sun", "0 30 9 * Jan-Mar mon-fri", "0 0 0 1,15 * *",
 		"0 5-55/10 8-18 * * 1-5", "*/15 0 0 * * *", "59 59 23 31 12 6", "5/15 * * * * *", "0 0 0 * * Sat,sunday",
-		"01:00:00", "00:05:00", "1.00:00:00", "24:00:00", "25:00:00:00", "00:00:30.5",
+		"01:00:00", "00:05:00", "1.00:00:00", "1.01:00:00", "25:00:00:00", "00:00:30.5",
 	} {
 		if err := checkSchedule(v); err != nil {
 			t.Errorf("%q: got %v, want it accepted", v, err)
@@ -152,6 +152,9 @@ func TestCheckSchedule(t *testing.T) {
 		{"23:60:00", `TimeSpan "23:60:00": minutes 60 is out of range 0 to 59`},
 		{"00:00:00", `TimeSpan "00:00:00": an interval of zero`},
 		{"1.24:00:00", `TimeSpan "1.24:00:00": hours 24 is out of range 0 to 23`},
+		// .NET reads these as 24 and 25 days; whoever wrote them meant hours.
+		{"24:00:00", `TimeSpan "24:00:00": the host reads three parts from 24 up as d:hh:mm, so 24 would be days, not hours; write 1.00:00:00 for 24 hours, and days as d.hh:mm:ss`},
+		{"25:30:00", `write 1.01:30:00 for 25 hours`},
 		{"1:2:x", "hh:mm:ss"},
 		{"1", "want six NCRONTAB fields"},
 	} {
