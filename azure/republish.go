@@ -169,7 +169,7 @@ func decodeSaved(data []byte) (saved, error) {
 	s := saved{events: len(raws)}
 	var grid, cloud []outgoing
 	for i, raw := range raws {
-		m, err := lowerFields(raw)
+		m, err := rotation.Fields(raw)
 		if err == nil {
 			for _, k := range deadLetterFields {
 				delete(m, k)
@@ -205,26 +205,13 @@ func decodeSaved(data []byte) (saved, error) {
 // envelopeID is an event's id, its member name in any case, when it has
 // a string one.
 func envelopeID(raw json.RawMessage) string {
-	m, err := lowerFields(raw)
+	m, err := rotation.Fields(raw)
 	if err != nil {
 		return ""
 	}
 	var id string
 	_ = json.Unmarshal(m["id"], &id)
 	return id
-}
-
-// lowerFields decodes an object with its member names in lower case.
-func lowerFields(raw json.RawMessage) (map[string]json.RawMessage, error) {
-	var m map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
-		return nil, errors.New("want a JSON object")
-	}
-	out := make(map[string]json.RawMessage, len(m))
-	for k, v := range m {
-		out[strings.ToLower(strings.TrimSpace(k))] = v
-	}
-	return out, nil
 }
 
 // gridEventOf builds an event in the Event Grid schema. Event Grid
@@ -273,7 +260,7 @@ func gridEventOf(m map[string]json.RawMessage) (azeventgrid.Event, error) {
 // objectName is the ObjectName member of Key Vault event data, matched
 // in any case; "" when there is none.
 func objectName(data json.RawMessage) string {
-	m, err := lowerFields(data)
+	m, err := rotation.Fields(data)
 	if err != nil {
 		return ""
 	}

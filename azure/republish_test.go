@@ -304,3 +304,34 @@ func TestRepublishDeadLetters_Refused(t *testing.T) {
 		t.Errorf("got %+v, %v; want the blob unfinished, unmarked, and an error saying none was sent", sum, err)
 	}
 }
+
+// An event naming one member twice, in two casings with different values,
+// could mean either: it is left out and listed, and the others are sent.
+func TestRepublish_AmbiguousEventLeftOut(t *testing.T) {
+	w := newKeysWorld(t)
+	srv, err := eventgrid.Start(eventgrid.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	topic := srv.AddTopic("recovery", eventgrid.TopicOptions{})
+
+	var ambiguous map[string]any
+	if err := json.Unmarshal(w.gridEvent(t, w.v2), &ambiguous); err != nil {
+		t.Fatal(err)
+	}
+	ambiguous["Subject"] = "cmk-old" // beside "subject": "cmk"
+	odd, _ := json.Marshal(ambiguous)
+	data, _ := json.Marshal([]json.RawMessage{odd, w.gridEvent(t, w.v3)})
+
+	for range 20 { // a map's order must not decide
+		res, err := azure.Republish(t.Context(), publisher(t, srv, topic), data, &azure.RepublishOptions{DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Sent != 1 || len(res.Undecodable) != 1 || res.Undecodable[0].Index != 0 ||
+			!strings.Contains(res.Undecodable[0].Reason, `"Subject"`) {
+			t.Fatalf("got %+v, want the first event left out for its two subjects and the second sent", res)
+		}
+	}
+}

@@ -82,7 +82,7 @@ func (b Batch) Results(decoded []EventResult) []EventResult {
 // they can be read, matching member names as the decoder does; a name
 // the event gives two different values stays unread.
 func envelopeNames(raw json.RawMessage) (id, typ string) {
-	env, _ := fields(raw)
+	env, _ := Fields(raw)
 	first, second := "eventtype", "type"
 	if _, ok := env["specversion"]; ok {
 		first, second = second, first

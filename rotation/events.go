@@ -98,7 +98,7 @@ func DecodeEvents(data []byte) ([]Event, error) {
 // key version comes from data.Id, or from data.Version when Id has none.
 // Errors describe what was wanted and found in JSON's terms.
 func DecodeEvent(data []byte) (Event, error) {
-	env, err := fields(data)
+	env, err := Fields(data)
 	if err != nil {
 		return Event{}, fmt.Errorf("decode event: %w", err)
 	}
@@ -136,7 +136,7 @@ func DecodeEvent(data []byte) (Event, error) {
 
 // decodeKeyData reads the data shared by the three key events.
 func (e *Event) decodeKeyData(body []byte) error {
-	d, err := fields(body)
+	d, err := Fields(body)
 	if err != nil {
 		return fmt.Errorf("data: %w", err)
 	}
@@ -187,11 +187,12 @@ func eventData(env map[string]json.RawMessage) ([]byte, error) {
 	return raw, nil
 }
 
-// fields decodes a JSON object into its members, keyed by lower-cased,
-// trimmed names. Members whose names fold together must agree: when two
-// of them hold different values, the object is ambiguous and fields
-// fails, naming both; the map it returns then holds every other member.
-func fields(data []byte) (map[string]json.RawMessage, error) {
+// Fields decodes a JSON object of Azure's, an event or its data, into
+// its members keyed by lower-cased, trimmed names, as DecodeEvent reads
+// them. Members whose names fold together must agree: when two of them
+// hold different values, the object is ambiguous and Fields fails,
+// naming both; the map it returns then holds every other member.
+func Fields(data []byte) (map[string]json.RawMessage, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(data, &m); err != nil {
 		return nil, shapeOf(err, data, "a JSON object")
