@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -45,4 +46,40 @@ func TestStatusExit(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestStatusKeyRecreated: after the key is deleted and created again
+// under its name, status says of every pinned server that its version no
+// longer exists, and exits 1: a person must restore it.
+func TestStatusKeyRecreated(t *testing.T) {
+	w := seed(t)
+	if err := w.vault.DeleteKey("cmk"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.vault.CreateKey("cmk", emulator.KeyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut := runBinary(t, append(w.env(t, w.emu.ClientID()), "LOG_LEVEL=error"), "status", "--json")
+
+	if code != 1 {
+		t.Errorf("got exit %d\n%s%s\nwant 1", code, out, errOut)
+	}
+	var st struct {
+		Keys []struct {
+			Servers []struct{ ID, State, Error string }
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Keys) != 1 {
+		t.Fatalf("got %v decoding\n%s\nwant one key", err, out)
+	}
+	gone := 0
+	for _, s := range st.Keys[0].Servers {
+		if s.State == "gone" && strings.Contains(s.Error, w.v1.Version) && strings.Contains(s.Error, "no longer exists") {
+			gone++
+		}
+	}
+	if pinned := len(w.ids) - 1; gone != pinned { // relay-follow is versionless
+		t.Errorf("got %d servers gone with a plain error in\n%s\nwant %d", gone, out, pinned)
+	}
 }
