@@ -16,6 +16,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 
+	"github.com/cmkrotator/cmkrotator"
 	"github.com/cmkrotator/cmkrotator/emulator"
 	"github.com/cmkrotator/cmkrotator/internal/fakehost"
 	"github.com/cmkrotator/cmkrotator/rotation"
@@ -152,9 +153,9 @@ func localCommand(ctx context.Context, args []string, e env) error {
 	// The handler on a free loopback port, as the host picks one, and
 	// the host's public endpoint in front of it, which checks a function
 	// key of this run's own.
-	app, err := localApp()
+	app, err := fakehost.LoadAppFS(cmkrotator.App)
 	if err != nil {
-		return err
+		return fmt.Errorf("read the function app: %w", err)
 	}
 	hln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

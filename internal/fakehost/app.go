@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -108,28 +110,35 @@ func LoadApp(root string) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load app %s: %w", root, err)
 	}
-	host, err := os.ReadFile(filepath.Join(abs, "host.json"))
-	if err != nil {
-		return nil, fmt.Errorf("load app: %w", err)
-	}
-	paths, err := filepath.Glob(filepath.Join(abs, "*", "function.json"))
-	if err != nil {
-		return nil, fmt.Errorf("load app %s: %w", abs, err)
-	}
-	functions := map[string][]byte{}
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("load app: %w", err)
-		}
-		functions[filepath.Base(filepath.Dir(p))] = b
-	}
-	app, err := ParseApp(host, functions)
+	app, err := LoadAppFS(os.DirFS(abs))
 	if err != nil {
 		return nil, fmt.Errorf("load app %s: %w", abs, err)
 	}
 	app.Root = abs
 	return app, nil
+}
+
+// LoadAppFS reads an app from fsys, which holds host.json and the
+// function folders at its root (such as the module's embedded
+// configuration). The app's Root is empty.
+func LoadAppFS(fsys fs.FS) (*App, error) {
+	host, err := fs.ReadFile(fsys, "host.json")
+	if err != nil {
+		return nil, err
+	}
+	paths, err := fs.Glob(fsys, "*/function.json")
+	if err != nil {
+		return nil, err
+	}
+	functions := map[string][]byte{}
+	for _, p := range paths {
+		b, err := fs.ReadFile(fsys, p)
+		if err != nil {
+			return nil, err
+		}
+		functions[path.Dir(p)] = b
+	}
+	return ParseApp(host, functions)
 }
 
 // ParseApp reads an app from host.json's bytes and each function's
