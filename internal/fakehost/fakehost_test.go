@@ -333,6 +333,22 @@ func TestBoundOutputs(t *testing.T) {
 // TestRouting: the host answers for routes and methods function.json
 // does not declare, and for calls without the function key, without
 // calling the handler; the key may come as ?code= or x-functions-key.
+// do sends req to h's public endpoint and returns the answer, its body
+// read and closed.
+func do(t *testing.T, h *fakehost.Host, req *http.Request) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := h.Do(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, body
+}
+
 func TestRouting(t *testing.T) {
 	rec := &recorder{status: 200, contentType: "application/json", body: `{"ok":true}`}
 	h := start(t, rec, true, fakehost.Options{FunctionKey: "k1"})
@@ -361,12 +377,7 @@ func TestRouting(t *testing.T) {
 			if tt.key != "" {
 				req.Header.Set("x-functions-key", tt.key)
 			}
-			resp, err := h.Do(context.Background(), req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := do(t, h, req)
 			if resp.StatusCode != tt.want {
 				t.Errorf("got %d %s, want %d", resp.StatusCode, body, tt.want)
 			}
@@ -388,12 +399,7 @@ func TestForward(t *testing.T) {
 	req.Header.Set("User-Agent", "curl/8.5.0")
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("x-functions-key", "k1")
-	resp, err := h.Do(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	resp, body := do(t, h, req)
 	if resp.StatusCode != 418 || string(body) != `{"title":"teapot"}` || resp.Header.Get("Content-Type") != "application/problem+json" {
 		t.Errorf("got %d %s %s, want the handler's answer passed through", resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
@@ -434,12 +440,7 @@ func TestHTTPRequestShape(t *testing.T) {
 		strings.NewReader(`{"sku":"abc","quantity":2,"tags":["a"],"box":{"w":1}}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "curl/8.5.0")
-	resp, err := h.Do(context.Background(), req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, body := do(t, h, req)
 	if resp.StatusCode != 201 || string(body) != "made" {
 		t.Errorf("got %d %q, want the http output: 201 made", resp.StatusCode, body)
 	}
@@ -503,12 +504,7 @@ func TestJSONModeAnswers(t *testing.T) {
 			rec := &recorder{status: tt.status, contentType: "application/json", body: tt.answer}
 			h := start(t, rec, false, fakehost.Options{})
 			req := httptest.NewRequest(http.MethodPost, "http://localhost:7071"+tt.function+"?code="+h.FunctionKey(), nil)
-			resp, err := h.Do(context.Background(), req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := do(t, h, req)
 			if resp.StatusCode != tt.wantStatus || string(body) != tt.wantBody {
 				t.Errorf("got %d %q, want %d %q", resp.StatusCode, body, tt.wantStatus, tt.wantBody)
 			}

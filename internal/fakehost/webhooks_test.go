@@ -1,8 +1,6 @@
 package fakehost_test
 
 import (
-	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -50,12 +48,7 @@ func TestWebhooks(t *testing.T) {
 				req.Header.Set("aeg-event-type", tt.kind)
 			}
 
-			resp, err := h.Do(context.Background(), req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := do(t, h, req)
 
 			if resp.StatusCode != tt.want {
 				t.Errorf("got %d %s, want %d", resp.StatusCode, body, tt.want)
